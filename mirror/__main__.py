@@ -1,0 +1,7 @@
+"""``python -m mirror``: the same as the ``mirror`` console script."""
+
+import sys
+
+from mirror.cli import main
+
+sys.exit(main())
