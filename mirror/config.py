@@ -1,0 +1,458 @@
+"""The configuration file: INI text becomes one frozen, validated :class:`Config`.
+
+The format is bandersnatch's, so its users recognise it: a ``[mirror]`` section of
+``key = value`` lines, ``#`` and ``;`` comments on lines of their own, case-sensitive
+keys, no ``%(name)s`` interpolation. bandersnatch's names for settings mirror shares
+(``master``, ``timeout``, ``simple-format``) are accepted as aliases; its options that
+mirror does not implement are rejected by name rather than silently ignored.
+
+Durations are humanfriendly timespans (``90``, ``1.5``, ``500ms``, ``5m``, ``1d``; a
+bare number means seconds). Booleans follow configparser (``true/false``, ``yes/no``,
+``on/off``, ``1/0``, any case).
+
+Every problem, from an unreadable file to an out-of-range number, raises
+:class:`~mirror.errors.ConfigError` whose text names the section and key; nothing
+here lets a foreign exception or a traceback through for bad input.
+"""
+
+from __future__ import annotations
+
+import configparser
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit, urlunsplit
+
+from humanfriendly import InvalidTimespan, format_timespan, parse_timespan
+
+from mirror.errors import ConfigError
+
+MIRROR_SECTION: Final = "mirror"
+
+KNOWN_SECTIONS: Final[frozenset[str]] = frozenset({MIRROR_SECTION})
+"""Sections a config file may contain; any other is an error. Filters will add theirs."""
+
+FORMAT_HTML: Final = "html"
+FORMAT_JSON: Final = "json"
+FORMATS: Final[frozenset[str]] = frozenset({FORMAT_HTML, FORMAT_JSON})
+"""The simple-page formats a mirror can write (PEP 503 HTML, PEP 691 JSON)."""
+
+METADATA_SOURCES: Final[frozenset[str]] = frozenset({"simple", "json"})
+"""Where project detail comes from: PEP 691 project pages or ``/pypi/<p>/json``."""
+
+_DEFAULT_UPSTREAM_URL: Final = "https://pypi.org"
+_DEFAULT_WORKERS: Final = 4
+_DEFAULT_DOWNLOAD_CONCURRENCY: Final = 16
+_DEFAULT_CONNECT_TIMEOUT_SECONDS: Final = 10.0
+_DEFAULT_READ_TIMEOUT_SECONDS: Final = 60.0
+_DEFAULT_RETRIES: Final = 5
+_DEFAULT_METADATA_SOURCE: Final = "simple"
+_DEFAULT_RETRY_BASE_SECONDS: Final = 300.0
+_DEFAULT_RETRY_MAX_SECONDS: Final = 86400.0
+
+_WORKERS_RANGE: Final = (1, 64)
+_DOWNLOAD_CONCURRENCY_RANGE: Final = (1, 256)
+_RETRIES_RANGE: Final = (0, 20)
+
+_MIRROR_KEYS: Final[frozenset[str]] = frozenset(
+    {
+        "directory",
+        "upstream",
+        "master",
+        "workers",
+        "download-concurrency",
+        "connect-timeout",
+        "read-timeout",
+        "timeout",
+        "retries",
+        "formats",
+        "simple-format",
+        "json",
+        "metadata-source",
+        "allow-non-https",
+        "contact",
+        "retry-base",
+        "retry-max",
+    }
+)
+
+# bandersnatch's [mirror] options that mirror does not implement. Naming them in the
+# error tells someone porting a bandersnatch config why the key is refused, where a
+# fuzzy "did you mean" would only confuse.
+_BANDERSNATCH_ONLY_KEYS: Final[frozenset[str]] = frozenset(
+    {
+        "storage-backend",
+        "storage-filesystem-manage-permissions",
+        "proxy",
+        "download-mirror",
+        "download-mirror-no-fallback",
+        "release-files",
+        "core-metadata",
+        "hash-index",
+        "compare-method",
+        "digest_name",
+        "keep-index-versions",
+        "keep_index_versions",
+        "cleanup",
+        "stop-on-error",
+        "cleanup_todo",
+        "delete_missing_packages",
+        "global-timeout",
+        "verifiers",
+        "root_uri",
+        "diff-file",
+        "diff-append-epoch",
+        "log-config",
+    }
+)
+
+_INTEGER_RE: Final = re.compile(r"-?[0-9]+")
+_FORMAT_SEPARATOR_RE: Final = re.compile(r"[\s,]+")
+# A value that looks like it carries a trailing comment: configparser only strips
+# comments on lines of their own, as bandersnatch's parser does.
+_INLINE_COMMENT_RE: Final = re.compile(r"\s[#;]")
+_URL_USERINFO_RE: Final = re.compile(r"//[^/@]*@")
+# userinfo@host:port, where host is a DNS name (\w admits internationalised names), an
+# IPv4 address or a bracketed IPv6 address. urlsplit alone lets `https://[::1]x/` through.
+_NETLOC_RE: Final = re.compile(r"(?:.*@)?(?:[\w.-]+|\[[0-9A-Fa-f:.]+\])(?::[^@]*)?")
+
+# bandersnatch's simple-format values and the formats each one means.
+_SIMPLE_FORMATS: Final[Mapping[str, frozenset[str]]] = {
+    "all": FORMATS,
+    "html": frozenset({FORMAT_HTML}),
+    "json": frozenset({FORMAT_JSON}),
+}
+
+# Never a section header: a header cannot span lines. Handing configparser this as its
+# default section makes a user's [DEFAULT] an ordinary section, which is then refused
+# as unknown instead of silently leaking its keys into [mirror].
+_NO_DEFAULT_SECTION: Final = "\n"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """A validated configuration; :func:`load_config` and :func:`parse_config` build it.
+
+    Each field names the ``[mirror]`` key it comes from; the defaults are the ones a
+    config file gets when it leaves the key out. Constructing one directly (as tests
+    do) skips validation.
+    """
+
+    directory: Path
+    """``directory`` (required): the mirror directory, absolute."""
+    upstream_url: str = _DEFAULT_UPSTREAM_URL
+    """``upstream`` (alias ``master``): the index's base URL, http(s), no trailing slash."""
+    workers: int = _DEFAULT_WORKERS
+    """``workers``: projects in flight."""
+    download_concurrency: int = _DEFAULT_DOWNLOAD_CONCURRENCY
+    """``download-concurrency``: files in flight across all projects."""
+    connect_timeout_seconds: float = _DEFAULT_CONNECT_TIMEOUT_SECONDS
+    """``connect-timeout`` (or ``timeout``): seconds to establish a connection."""
+    read_timeout_seconds: float = _DEFAULT_READ_TIMEOUT_SECONDS
+    """``read-timeout`` (or ``timeout``): seconds per socket read, not per request."""
+    retries: int = _DEFAULT_RETRIES
+    """``retries``: attempts after the first for transient failures."""
+    formats: frozenset[str] = FORMATS
+    """``formats`` (or ``simple-format``): which of ``html``, ``json`` to write."""
+    keep_json: bool = False
+    """``json``: keep a ``/pypi/<p>/json`` copy of each project."""
+    metadata_source: str = _DEFAULT_METADATA_SOURCE
+    """``metadata-source``: ``simple`` (PEP 691 project pages) or ``json``."""
+    allow_non_https: bool = False
+    """``allow-non-https``: whether an ``http://`` upstream is allowed."""
+    user_agent_contact: str | None = None
+    """``contact``: appended to the User-Agent so upstream can reach the operator."""
+    retry_base_seconds: float = _DEFAULT_RETRY_BASE_SECONDS
+    """``retry-base``: first back-off before a failed project is tried again."""
+    retry_max_seconds: float = _DEFAULT_RETRY_MAX_SECONDS
+    """``retry-max``: the cap on that back-off."""
+    source: Path | None = None
+    """The file this was read from; None when parsed from a string."""
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the config file at ``path``.
+
+    Relative paths inside it (``directory``) are taken relative to the file's own
+    directory. Raises ConfigError for a missing, unreadable or non-UTF-8 file (naming
+    the path) and for everything :func:`parse_config` refuses.
+    """
+    try:
+        # utf-8-sig: a byte-order mark left by a Windows editor is not a syntax error.
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"cannot read {path}: not UTF-8 text (byte {exc.start}: {exc.reason})"
+        ) from exc
+    return parse_config(text, source=path)
+
+
+def parse_config(text: str, *, source: Path | None = None) -> Config:
+    """Validate config file ``text`` and return the :class:`Config` it describes.
+
+    ``source`` is the file the text came from: it is named in syntax errors, relative
+    paths are resolved against its directory (the working directory when None), and
+    it is kept as ``Config.source``. Raises ConfigError, naming the section and key,
+    for a syntax error, an unknown section or key, a missing ``[mirror]`` section or
+    ``directory``, two spellings of one setting, or a value that is malformed or out
+    of range.
+    """
+    parser = _read(text, source)
+    for name in parser.sections():
+        if name not in KNOWN_SECTIONS:
+            raise ConfigError(
+                "unknown section" + _suggestion(name, KNOWN_SECTIONS, bracket=True),
+                section=name,
+            )
+    if not parser.has_section(MIRROR_SECTION):
+        raise ConfigError("missing section; it must set at least `directory`", section="mirror")
+    mirror = _Section(MIRROR_SECTION, parser[MIRROR_SECTION])
+    mirror.check_keys(_MIRROR_KEYS)
+
+    base = Path() if source is None else source.parent
+    directory = (base / mirror.required_text("directory")).absolute()
+
+    url_key = mirror.either("upstream", "master")
+    allow_non_https = mirror.boolean("allow-non-https", default=False)
+    upstream_url = mirror.url(url_key, default=_DEFAULT_UPSTREAM_URL)
+    if upstream_url.startswith("http:") and not allow_non_https:
+        raise mirror.error(url_key, "an http:// upstream is refused unless allow-non-https = true")
+
+    # bandersnatch's single `timeout` sets both; the specific keys win over it.
+    connect_default = mirror.duration("timeout", default=_DEFAULT_CONNECT_TIMEOUT_SECONDS)
+    read_default = mirror.duration("timeout", default=_DEFAULT_READ_TIMEOUT_SECONDS)
+
+    retry_base_seconds = mirror.duration("retry-base", default=_DEFAULT_RETRY_BASE_SECONDS)
+    retry_max_seconds = mirror.duration("retry-max", default=_DEFAULT_RETRY_MAX_SECONDS)
+    if retry_max_seconds < retry_base_seconds:
+        raise mirror.error(
+            "retry-max",
+            f"must be at least retry-base ({format_timespan(retry_base_seconds)})",
+        )
+
+    return Config(
+        directory=directory,
+        upstream_url=upstream_url,
+        workers=mirror.integer("workers", default=_DEFAULT_WORKERS, bounds=_WORKERS_RANGE),
+        download_concurrency=mirror.integer(
+            "download-concurrency",
+            default=_DEFAULT_DOWNLOAD_CONCURRENCY,
+            bounds=_DOWNLOAD_CONCURRENCY_RANGE,
+        ),
+        connect_timeout_seconds=mirror.duration("connect-timeout", default=connect_default),
+        read_timeout_seconds=mirror.duration("read-timeout", default=read_default),
+        retries=mirror.integer("retries", default=_DEFAULT_RETRIES, bounds=_RETRIES_RANGE),
+        formats=_formats(mirror),
+        keep_json=mirror.boolean("json", default=False),
+        metadata_source=mirror.choice(
+            "metadata-source", METADATA_SOURCES, default=_DEFAULT_METADATA_SOURCE
+        ),
+        allow_non_https=allow_non_https,
+        user_agent_contact=mirror.contact("contact"),
+        retry_base_seconds=retry_base_seconds,
+        retry_max_seconds=retry_max_seconds,
+        source=source,
+    )
+
+
+def _read(text: str, source: Path | None) -> configparser.ConfigParser:
+    """Parse the INI syntax, translating configparser's errors to ConfigError."""
+    parser = configparser.ConfigParser(
+        delimiters=("=",),
+        comment_prefixes=("#", ";"),
+        interpolation=None,
+        default_section=_NO_DEFAULT_SECTION,
+    )
+    # Keys are case-sensitive, as in bandersnatch; `Workers` is an unknown key.
+    parser.optionxform = str  # type: ignore[assignment, method-assign]
+    origin = "" if source is None else f"{source}, "
+    try:
+        parser.read_string(text, source=str(source or "<string>"))
+    except configparser.DuplicateSectionError as exc:
+        raise ConfigError(
+            f"{origin}line {exc.lineno}: section appears twice", section=exc.section
+        ) from exc
+    except configparser.DuplicateOptionError as exc:
+        raise ConfigError(
+            f"{origin}line {exc.lineno}: key appears twice in the section",
+            section=exc.section,
+            key=exc.option,
+        ) from exc
+    except configparser.MissingSectionHeaderError as exc:
+        raise ConfigError(
+            f"{origin}line {exc.lineno}: expected a section header such as [mirror] "
+            f"before {exc.line.strip()!r}"
+        ) from exc
+    except configparser.ParsingError as exc:
+        lineno = exc.errors[0][0]
+        # Quote the line from the text: configparser keeps only its repr().
+        line = text.splitlines()[lineno - 1].strip()
+        raise ConfigError(
+            f"{origin}line {lineno}: expected `key = value`, a [section] or a comment, got {line!r}"
+        ) from exc
+    return parser
+
+
+def _formats(section: _Section) -> frozenset[str]:
+    key = section.either("formats", "simple-format")
+    raw = section.get(key)
+    if raw is None:
+        return FORMATS
+    if key == "simple-format":
+        formats = _SIMPLE_FORMATS.get(raw.lower())
+        if formats is None:
+            raise section.invalid(key, "one of ALL, HTML, JSON", raw)
+        return formats
+    names = [name.lower() for name in _FORMAT_SEPARATOR_RE.split(raw) if name]
+    if not names:
+        raise section.invalid(key, "one or more of html, json", raw)
+    for name in names:
+        if name not in FORMATS:
+            raise section.error(key, f"unknown format {name!r} (expected html, json)")
+    return frozenset(names)
+
+
+def _suggestion(word: str, candidates: frozenset[str], *, bracket: bool = False) -> str:
+    """``"; did you mean 'x'?"`` for the closest candidate, or ``""`` if none is close."""
+    by_lower = {candidate.lower(): candidate for candidate in candidates}
+    matches = difflib.get_close_matches(word.lower(), sorted(by_lower), n=1)
+    if not matches:
+        return ""
+    match = by_lower[matches[0]]
+    return f"; did you mean [{match}]?" if bracket else f"; did you mean {match!r}?"
+
+
+@dataclass(frozen=True, slots=True)
+class _Section:
+    """One section's raw values, with typed getters whose errors name section and key."""
+
+    name: str
+    values: Mapping[str, str]
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(message, section=self.name, key=key)
+
+    def invalid(self, key: str, expected: str, raw: str) -> ConfigError:
+        message = f"expected {expected}, got {raw!r}"
+        if _INLINE_COMMENT_RE.search(raw):
+            message += " (comments must be on a line of their own)"
+        return self.error(key, message)
+
+    def check_keys(self, known: frozenset[str]) -> None:
+        """Raise for the first key not in ``known``, with a hint where one helps."""
+        for key in self.values:
+            if key in known:
+                continue
+            if key in _BANDERSNATCH_ONLY_KEYS:
+                hint = " (a bandersnatch option that mirror does not support)"
+            else:
+                hint = _suggestion(key, known)
+            raise self.error(key, "unknown key" + hint)
+
+    def either(self, key: str, alias: str) -> str:
+        """The one of two spellings of a setting that is given (``key`` if neither)."""
+        if key in self.values and alias in self.values:
+            raise self.error(alias, f"same setting as `{key}`; give only one of them")
+        return alias if alias in self.values else key
+
+    def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    def required_text(self, key: str) -> str:
+        raw = self.values.get(key)
+        if raw is None:
+            raise self.error(key, "required key is missing")
+        if not raw:
+            raise self.error(key, "must not be empty")
+        return raw
+
+    def integer(self, key: str, *, default: int, bounds: tuple[int, int]) -> int:
+        raw = self.values.get(key)
+        if raw is None:
+            return default
+        if not _INTEGER_RE.fullmatch(raw):
+            raise self.invalid(key, "a whole number", raw)
+        value = int(raw)
+        low, high = bounds
+        if not low <= value <= high:
+            raise self.error(key, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def boolean(self, key: str, *, default: bool) -> bool:
+        raw = self.values.get(key)
+        if raw is None:
+            return default
+        value = configparser.ConfigParser.BOOLEAN_STATES.get(raw.lower())
+        if value is None:
+            raise self.invalid(key, "true or false (yes/no, on/off, 1/0)", raw)
+        return value
+
+    def duration(self, key: str, *, default: float) -> float:
+        """A positive timespan in seconds (``30``, ``500ms``, ``5m``, ``1d``)."""
+        raw = self.values.get(key)
+        if raw is None:
+            return default
+        try:
+            seconds = float(parse_timespan(raw))
+        except InvalidTimespan:
+            raise self.invalid(key, "a duration such as 30, 500ms, 5m or 1d", raw) from None
+        if seconds <= 0:
+            raise self.error(key, f"must be more than zero, got {raw!r}")
+        return seconds
+
+    def choice(self, key: str, choices: frozenset[str], *, default: str) -> str:
+        raw = self.values.get(key)
+        if raw is None:
+            return default
+        value = raw.lower()
+        if value not in choices:
+            raise self.invalid(key, "one of " + ", ".join(sorted(choices)), raw)
+        return value
+
+    def url(self, key: str, *, default: str) -> str:
+        """An http(s) base URL with a host, returned without its trailing slash."""
+        raw = self.values.get(key)
+        if raw is None:
+            return default
+        # Echo the value without credentials: errors end up in logs.
+        shown = _URL_USERINFO_RE.sub("//***@", raw)
+        if not raw.isprintable() or any(char.isspace() for char in raw):
+            raise self.error(key, f"URL contains spaces or control characters: {shown!r}")
+        try:
+            parts = urlsplit(raw)
+            host = parts.hostname
+        except ValueError:  # an unbalanced [ or ] around an IPv6 address
+            raise self.error(key, f"URL has an invalid host: {shown!r}") from None
+        if parts.scheme not in {"http", "https"} or not host:
+            raise self.invalid(key, "an http:// or https:// URL with a host", shown)
+        if not _NETLOC_RE.fullmatch(parts.netloc):
+            raise self.error(key, f"URL has an invalid host: {shown!r}")
+        try:
+            _ = parts.port  # the property validates the port
+        except ValueError:
+            raise self.error(key, f"URL has an invalid port: {shown!r}") from None
+        if parts.query or parts.fragment:
+            raise self.error(key, f"URL must not have a query or fragment: {shown!r}")
+        path = parts.path.rstrip("/")
+        if path.endswith("/simple"):
+            raise self.error(
+                key,
+                f"give the index's base URL, without /simple (mirror adds it): {shown!r}",
+            )
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+    def contact(self, key: str) -> str | None:
+        """Free text for the User-Agent header: printable ASCII, None when empty."""
+        raw = self.values.get(key)
+        if not raw:
+            return None
+        if not (raw.isascii() and raw.isprintable()):
+            raise self.error(
+                key, f"must be printable ASCII on one line (it goes in a header), got {raw!r}"
+            )
+        return raw
