@@ -1,0 +1,86 @@
+"""Where the served tree lives: the :class:`Storage` protocol and its backends.
+
+Storage is the only code that writes the tree clients read, and it keeps one promise:
+a client never sees a partial or unverified file. Every write lands under a temporary
+name and replaces its target atomically only once it is complete (and, for streamed
+files, verified); a failure or cancellation at any point leaves the target as it was
+and no temporary file behind.
+
+Paths are relative POSIX paths under the web root (``packages/ab/cd/ef.../f.whl``,
+``simple/<project>/index.html``); a backend refuses any that could escape it with
+:class:`~mirror.errors.UnsafePathError`. Disk failures surface as
+:class:`~mirror.errors.StorageError`, size or hash mismatches as
+:class:`~mirror.errors.IntegrityError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredBlob:
+    """What was written: the lowercase hex sha256 and the size in bytes."""
+
+    sha256: str
+    size: int
+
+
+class Storage(Protocol):
+    """The operations the sync engine needs from the served tree.
+
+    The file-system backend adds ``web_root`` and ``path_of``; they are left out here
+    because an object-store backend has no local path to give.
+    """
+
+    async def store_stream(
+        self,
+        relative: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        sha256: str | None,
+        size: int | None,
+        max_size: int | None = None,
+    ) -> StoredBlob:
+        """Store the streamed bytes at ``relative`` once they match ``size`` and
+        ``sha256`` (each checked when given); ``max_size`` bounds a file of unknown
+        size. Raises IntegrityError on a mismatch, leaving the target untouched."""
+        ...
+
+    async def write_bytes(self, relative: str, data: bytes) -> None:
+        """Replace ``relative`` with ``data`` atomically (pages, small files)."""
+        ...
+
+    async def read_bytes(self, relative: str) -> bytes:
+        """Return the content of ``relative``; StorageError when it is missing."""
+        ...
+
+    async def delete(self, relative: str) -> None:
+        """Remove one file (missing is fine) and any parents it leaves empty, up to
+        but not including the top-level directory (``packages``, ``simple``)."""
+        ...
+
+    async def delete_tree(self, relative: str) -> None:
+        """Remove a directory and everything under it; missing is fine."""
+        ...
+
+    async def exists(self, relative: str) -> bool:
+        """Whether something exists at ``relative``."""
+        ...
+
+    async def remove_stale_temps(self, relative_dir: str) -> int:
+        """Remove temporary files a killed run left in one directory; return how many."""
+        ...
+
+    async def hash_file(self, relative: str) -> StoredBlob:
+        """Return the sha256 and size of the file at ``relative``."""
+        ...
+
+
+# Imported last: the backend builds StoredBlob values, so it imports this module, which
+# must have defined them by then.
+from mirror.storage.filesystem import FileSystemStorage  # noqa: E402
+
+__all__ = ["FileSystemStorage", "Storage", "StoredBlob"]

@@ -1,0 +1,525 @@
+"""The file-system backend: the served tree is a directory on a local disk.
+
+Every write goes to a temporary file in the target's own directory (so the rename
+cannot cross file systems), named ``.<filename>.<random>.part`` so it is hidden from
+directory listings and recognisable after a ``kill -9``. Only when the bytes are
+complete and verified is the temp made ``0644``, fsynced and ``os.replace``-d over the
+target; the directory is then fsynced so the rename survives a power cut before the
+state store records it. On any failure, cancellation included, the temp is removed.
+
+Disk work and hashing run in worker threads (the default executor, as
+``asyncio.to_thread`` uses); streamed bytes are batched into writes of about 1 MiB, and
+a small payload is written, verified and renamed in a single thread hop. A thread
+cannot be interrupted, so a cancelled operation waits for its thread to finish before
+cleaning up and re-raising: cleanup never races a write.
+
+Creating directories and temps, and pruning directories a delete left empty, take one
+lock: a delete can never remove a directory between a store creating it and putting
+its temp in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+from mirror.errors import IntegrityError, StorageError, UnsafePathError
+from mirror.storage import StoredBlob
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+FILE_MODE = 0o644
+DIRECTORY_MODE = 0o755
+TEMP_SUFFIX = ".part"
+
+# Streamed chunks are gathered into writes of this size: few thread hops per file,
+# bounded memory per download.
+_WRITE_BYTES = 1 << 20
+_READ_BYTES = 1 << 20
+# mkstemp adds ".", 8 random characters and the suffix; keep the temp's name within
+# the usual 255-byte limit even for a very long file name (counted in bytes: the limit
+# is on the encoded name).
+_TEMP_NAME_KEEP_BYTES = 200
+_UNSAFE_CHARACTER_RE = re.compile(r"[\x00-\x1f\\]")
+
+_REASONS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOENT: "no such file or directory",
+    errno.ENOTDIR: "a parent is not a directory",
+    errno.EISDIR: "is a directory",
+}
+
+
+class FileSystemStorage:
+    """The served tree in ``web_root`` (the mirror directory's ``web/``).
+
+    Implements :class:`mirror.storage.Storage`. Methods raise UnsafePathError for a
+    path that could escape ``web_root`` and StorageError (naming the path and the
+    reason) when the disk refuses.
+    """
+
+    def __init__(self, web_root: Path) -> None:
+        self._web_root = Path(web_root).absolute()
+        self._live = _LiveTemps()
+
+    @property
+    def web_root(self) -> Path:
+        """The absolute directory the tree is served from."""
+        return self._web_root
+
+    def path_of(self, relative: str) -> Path:
+        """Return the absolute path of ``relative``, a POSIX path under the web root.
+
+        Raises UnsafePathError for an absolute path, an empty, ``.`` or ``..``
+        component, a backslash, NUL or other control character. With those gone the
+        result is inside ``web_root`` by construction. Symbolic links inside the tree
+        are the operator's to make (e.g. ``packages`` on another disk) and are followed.
+        """
+        if _UNSAFE_CHARACTER_RE.search(relative):
+            raise UnsafePathError(f"unsafe path {relative!r}: backslash or control character")
+        parts = relative.split("/")
+        if any(part in {"", ".", ".."} for part in parts):
+            raise UnsafePathError(
+                f"unsafe path {relative!r}: absolute, or an empty, '.' or '..' component"
+            )
+        return self._web_root.joinpath(*parts)
+
+    async def store_stream(
+        self,
+        relative: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        sha256: str | None,
+        size: int | None,
+        max_size: int | None = None,
+    ) -> StoredBlob:
+        """Stream ``chunks`` to ``relative``, replacing it only once they are verified.
+
+        The bytes go to a temp file beside the target and are hashed as they are
+        written. More bytes than ``size`` (or ``max_size``, the bound for a file of
+        unknown size) stop the stream at once; at the end the size and the sha256 are
+        checked when given. Any mismatch raises IntegrityError naming the file, the
+        expected and the actual value. Only then is the temp fsynced and renamed over
+        the target (parents are created). Whatever happens — IntegrityError,
+        StorageError, an exception from ``chunks``, cancellation — no temp is left
+        and the target is unchanged, unless the failure comes after the rename (a
+        cancellation arriving while the last thread finishes, the directory fsync
+        failing): then the target holds the new, verified bytes.
+
+        Disk failures raise StorageError; an exception from ``chunks`` (a network
+        error, ``TimeoutError`` included) propagates unchanged, never as a
+        StorageError. The caller owns ``chunks`` (closing it is theirs).
+        """
+        target = self.path_of(relative)
+        temp = _TempFile(target, label=relative, live=self._live)
+        buffer = bytearray()
+        received = 0
+        # At most one thread works on the temp at a time; the next batch is gathered
+        # from the network while the previous one is being written.
+        writing: asyncio.Future[None] | None = None
+        committing: asyncio.Future[StoredBlob] | None = None
+        try:
+            async for chunk in chunks:
+                received += len(chunk)
+                _check_not_too_long(relative, received, size=size, max_size=max_size)
+                buffer += chunk
+                if len(buffer) >= _WRITE_BYTES:
+                    if writing is not None:
+                        await _disk_result("store", target, writing)
+                    writing = _start_thread(functools.partial(temp.write, buffer))
+                    buffer = bytearray()
+            if writing is not None:
+                await _disk_result("store", target, writing)
+            committing = _start_thread(
+                functools.partial(temp.commit, buffer, sha256=sha256, size=size)
+            )
+            blob = await _disk_result("store", target, committing)
+        except BaseException:
+            try:
+                if writing is not None:
+                    await _wait_for_thread(writing)
+                if committing is not None:
+                    await _wait_for_thread(committing)
+            finally:
+                await _wait_for_thread(_start_thread(temp.discard))
+            raise
+        logger.debug("stored %s (%d bytes)", relative, blob.size)
+        return blob
+
+    async def write_bytes(self, relative: str, data: bytes) -> None:
+        """Replace ``relative`` with ``data`` atomically (temp, fsync, rename, fsync
+        of the directory), creating parent directories. Raises StorageError."""
+        target = self.path_of(relative)
+        temp = _TempFile(target, label=relative, live=self._live)
+        try:
+            await _in_thread(functools.partial(temp.commit, data, sha256=None, size=None))
+        except OSError as exc:
+            raise _storage_error("write", target, exc) from exc
+
+    async def read_bytes(self, relative: str) -> bytes:
+        """Return the bytes of ``relative``. Raises StorageError (also when missing)."""
+        target = self.path_of(relative)
+        try:
+            return await _in_thread(target.read_bytes)
+        except OSError as exc:
+            raise _storage_error("read", target, exc) from exc
+
+    async def delete(self, relative: str) -> None:
+        """Remove the file ``relative``; a missing file is fine.
+
+        Parent directories left empty are removed too, up to but not including the
+        top-level directory under the web root (``packages``, ``simple``, ``pypi``).
+        Raises StorageError when the file cannot be removed.
+        """
+        target = self.path_of(relative)
+
+        def delete_file() -> None:
+            target.unlink(missing_ok=True)
+            self._prune_parents(relative)
+
+        try:
+            await _in_thread(delete_file)
+        except OSError as exc:
+            raise _storage_error("delete", target, exc) from exc
+
+    async def delete_tree(self, relative: str) -> None:
+        """Remove the directory ``relative`` and everything in it (e.g.
+        ``simple/<project>``); a missing one is fine. Empty parents are pruned as by
+        :meth:`delete`. Raises StorageError."""
+        target = self.path_of(relative)
+
+        def delete_directory() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(target)
+            self._prune_parents(relative)
+
+        try:
+            await _in_thread(delete_directory)
+        except OSError as exc:
+            raise _storage_error("delete", target, exc) from exc
+
+    async def exists(self, relative: str) -> bool:
+        """Whether ``relative`` exists (following symbolic links). Raises StorageError
+        when the disk cannot tell (e.g. permission denied on a parent)."""
+        target = self.path_of(relative)
+        try:
+            return await _in_thread(functools.partial(_exists, target))
+        except OSError as exc:
+            raise _storage_error("inspect", target, exc) from exc
+
+    async def remove_stale_temps(self, relative_dir: str) -> int:
+        """Remove the ``.*.part`` temp files a killed run left in one directory
+        (``""`` is the web root itself) and return how many were removed.
+
+        Temps of stores in flight in this process are spared. A missing directory
+        holds none. Raises StorageError.
+        """
+        directory = self._web_root if relative_dir == "" else self.path_of(relative_dir)
+        try:
+            removed = await _in_thread(functools.partial(self._live.remove_stale, directory))
+        except OSError as exc:
+            raise _storage_error("clean", directory, exc) from exc
+        if removed:
+            logger.info("removed %d stale temporary file(s) in %s", removed, directory)
+        return removed
+
+    async def hash_file(self, relative: str) -> StoredBlob:
+        """Return the sha256 and size of the file ``relative``, read in 1 MiB blocks
+        in a worker thread. Raises StorageError (also when missing)."""
+        target = self.path_of(relative)
+        try:
+            return await _in_thread(functools.partial(_hash_file, target))
+        except OSError as exc:
+            raise _storage_error("hash", target, exc) from exc
+
+    def _prune_parents(self, relative: str) -> None:
+        """Remove the now-empty directories between ``relative`` and its top-level
+        directory, deepest first; stop at the first one still in use."""
+        parts = relative.split("/")
+        self._live.prune(
+            self._web_root.joinpath(*parts[:depth]) for depth in range(len(parts) - 1, 1, -1)
+        )
+
+
+class _LiveTemps:
+    """The temps this process is writing, so stale-temp cleanup never removes one, and
+    the lock that keeps directory pruning from racing directory creation.
+
+    Creating a temp (with its parents), removing stale temps and pruning empty
+    directories all happen under the lock, so a temp is never seen on disk without
+    being known here, and a directory a store just made is never pruned before its
+    temp is in it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._paths: set[Path] = set()
+
+    def create(self, target: Path) -> tuple[int, Path]:
+        """Create ``target``'s missing parents and a temp file beside it (mode 0600);
+        return the temp's fd and path."""
+        # Cut on a UTF-8 boundary: a name of multi-byte characters near 255 bytes must
+        # still give a temp name the file system accepts.
+        stem = os.fsencode(target.name)[:_TEMP_NAME_KEEP_BYTES].decode(errors="ignore")
+        with self._lock:
+            _make_directories(target.parent)
+            fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=TEMP_SUFFIX, dir=target.parent)
+            path = Path(name)
+            self._paths.add(path)
+        return fd, path
+
+    def prune(self, directories: Iterable[Path]) -> None:
+        """Remove ``directories`` (deepest first) while they are empty; stop at the
+        first one still in use. Missing ones are skipped."""
+        with self._lock:
+            for directory in directories:
+                try:
+                    directory.rmdir()
+                except FileNotFoundError:
+                    continue
+                except OSError:
+                    # Not empty (another file lives there) or refused: an empty
+                    # directory left behind is harmless, and the file itself is gone.
+                    return
+
+    def forget(self, path: Path) -> None:
+        """The temp at ``path`` was renamed or removed."""
+        with self._lock:
+            self._paths.discard(path)
+
+    def remove_stale(self, directory: Path) -> int:
+        """Unlink the temp files in ``directory`` that no store here is writing."""
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        for entry in entries:
+            if not _is_temp_name(entry.name) or not entry.is_file(follow_symlinks=False):
+                continue
+            path = Path(entry.path)
+            with self._lock:
+                if path in self._paths:
+                    continue
+                path.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+
+class _TempFile:
+    """A temp file beside ``target``, hashed as it is written, renamed over the
+    target by :meth:`commit` or removed by :meth:`discard`.
+
+    The methods do blocking I/O: they run in worker threads, one at a time (the caller
+    awaits each before starting the next). The file is created by the first write, so
+    a small payload costs a single thread hop (``commit`` alone).
+    """
+
+    def __init__(self, target: Path, *, label: str, live: _LiveTemps) -> None:
+        self._target = target
+        self._label = label
+        self._live = live
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._digest = hashlib.sha256()
+        self._size = 0
+
+    def write(self, data: bytes | bytearray) -> None:
+        """Append ``data``, creating the temp (and the target's parents) on first use."""
+        if self._fd is None:
+            self._fd, self._path = self._live.create(self._target)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._digest.update(data)
+        self._size += len(data)
+
+    def commit(
+        self, data: bytes | bytearray, *, sha256: str | None, size: int | None
+    ) -> StoredBlob:
+        """Append the last ``data``, verify, and atomically replace the target.
+
+        Raises IntegrityError on a size or sha256 mismatch, OSError when the disk
+        refuses; either way the temp is discarded first.
+        """
+        try:
+            self.write(data)
+            got = self._verify(sha256=sha256, size=size)
+            assert self._fd is not None
+            assert self._path is not None
+            # mkstemp makes 0600; the web server must be able to read the file.
+            os.fchmod(self._fd, FILE_MODE)
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            self._path.replace(self._target)
+            self._live.forget(self._path)
+            self._path = None
+        except BaseException:
+            self.discard()
+            raise
+        _fsync_directory(self._target.parent)
+        return StoredBlob(sha256=got, size=self._size)
+
+    def _verify(self, *, sha256: str | None, size: int | None) -> str:
+        """Return the sha256 of what was written; IntegrityError when it or the size
+        differs from the expected value."""
+        got = self._digest.hexdigest()
+        if size is not None and self._size != size:
+            raise IntegrityError(f"{self._label}: expected {size} bytes, got {self._size}")
+        if sha256 is not None and got != sha256.lower():
+            raise IntegrityError(f"{self._label}: expected sha256 {sha256}, got {got}")
+        return got
+
+    def discard(self) -> None:
+        """Close and remove the temp, if any. Never raises: it runs while another
+        error is on its way up, which must not be masked."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        if self._path is not None:
+            try:
+                self._path.unlink(missing_ok=True)
+            except OSError as exc:
+                logger.warning("cannot remove temporary file %s: %s", self._path, exc)
+            self._live.forget(self._path)
+            self._path = None
+
+
+def _check_not_too_long(
+    relative: str, received: int, *, size: int | None, max_size: int | None
+) -> None:
+    """Stop a stream as soon as it is longer than promised or allowed."""
+    if size is not None and received > size:
+        raise IntegrityError(f"{relative}: expected {size} bytes, got at least {received}")
+    if max_size is not None and received > max_size:
+        raise IntegrityError(
+            f"{relative}: larger than the {max_size}-byte limit (got at least {received})"
+        )
+
+
+def _is_temp_name(name: str) -> bool:
+    """Whether ``name`` matches ``.*.part``, the shape of a temp (``.<name>.<random>.part``)."""
+    return len(name) > len(TEMP_SUFFIX) and name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+def _make_directories(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each 0755 whatever the umask."""
+    if directory.is_dir():
+        return
+    missing = [directory]
+    while not missing[-1].parent.exists():
+        missing.append(missing[-1].parent)
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=DIRECTORY_MODE)
+        except FileExistsError:
+            # A file (or a dangling symbolic link) is in the way: the next step fails
+            # with an error that names the problem.
+            continue
+        # mkdir's mode is filtered by the umask; the web server must be able to list.
+        path.chmod(DIRECTORY_MODE)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists, following symbolic links. Only "no such file" answers
+    False; any other error (permission, name too long, loop) is raised, so a disk
+    problem is never mistaken for a missing file."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
+
+
+def _hash_file(path: Path) -> StoredBlob:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as file:
+        while block := file.read(_READ_BYTES):
+            digest.update(block)
+            size += len(block)
+    return StoredBlob(sha256=digest.hexdigest(), size=size)
+
+
+def _storage_error(action: str, path: Path, exc: OSError) -> StorageError:
+    reason = _REASONS.get(exc.errno or 0) or exc.strerror or str(exc)
+    return StorageError(f"cannot {action} {path}: {reason}")
+
+
+def _start_thread(func: Callable[[], _T]) -> asyncio.Future[_T]:
+    """Run ``func`` in the default executor and return its future.
+
+    A bare executor future rather than an ``asyncio.to_thread`` task: a task can be
+    cancelled from outside (``asyncio.run`` cancels every task at shutdown), which would
+    mark it done while its thread still runs, and cleanup would then race the write.
+    Nothing outside this module holds these futures, and it only ever shields them.
+    """
+    return asyncio.get_running_loop().run_in_executor(None, func)
+
+
+async def _disk_result(action: str, path: Path, future: asyncio.Future[_T]) -> _T:
+    """Await a disk thread's result without cancelling it; its OSError becomes
+    StorageError here, so only disk failures are translated, never the caller's."""
+    try:
+        return await asyncio.shield(future)
+    except OSError as exc:
+        raise _storage_error(action, path, exc) from exc
+
+
+async def _in_thread(func: Callable[[], _T]) -> _T:
+    """Return ``func()`` run in a worker thread.
+
+    If the caller is cancelled meanwhile, wait for the thread to finish before
+    re-raising: the thread cannot be stopped, and whatever the caller does next
+    (cleanup, a retry writing the same file) must not race it.
+    """
+    future = _start_thread(func)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await _wait_for_thread(future)
+        raise
+
+
+async def _wait_for_thread(future: asyncio.Future[_T]) -> None:
+    """Wait until ``future`` is done, absorbing cancellations meanwhile, and consume
+    its outcome (the caller is already handling an error). A cancellation that
+    arrived while waiting is re-raised once the thread is done: it is never lost."""
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.wait([future])
+        except asyncio.CancelledError:
+            cancelled = True
+    future.exception()
+    if cancelled:
+        raise asyncio.CancelledError

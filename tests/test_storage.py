@@ -1,0 +1,694 @@
+"""The file-system storage backend: verified streamed stores, atomic writes, deletes,
+unsafe paths and disk errors, all on real files in a temp directory."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import stat
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from mirror.errors import IntegrityError, StorageError, UnsafePathError
+from mirror.storage import FileSystemStorage, Storage, StoredBlob
+from mirror.storage.filesystem import _in_thread, _LiveTemps, _TempFile
+
+MIB = 1 << 20
+WHEEL = "packages/ab/cd/ef0123/demo-1.0-py3-none-any.whl"
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Path:
+    return tmp_path / "web"
+
+
+@pytest.fixture
+def storage(web: Path) -> FileSystemStorage:
+    return FileSystemStorage(web)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def temps(root: Path) -> list[Path]:
+    """Every temp file anywhere under ``root``."""
+    return sorted(root.rglob(".*.part"))
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def put(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+async def stream(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+class CountingStream:
+    """An endless stream of ``chunk``; counts how many chunks were pulled."""
+
+    def __init__(self, chunk: bytes) -> None:
+        self.chunk = chunk
+        self.pulled = 0
+
+    def __aiter__(self) -> CountingStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self.pulled += 1
+        return self.chunk
+
+
+class StalledStream:
+    """Yields ``parts``, then signals ``reached`` and waits for ``release``."""
+
+    def __init__(self, *parts: bytes) -> None:
+        self.parts = parts
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for part in self.parts:
+            yield part
+        self.reached.set()
+        await self.release.wait()
+
+
+class BrokenUpstreamError(Exception):
+    """What a chunk iterator raises in these tests."""
+
+
+async def failing_stream(*parts: bytes, error: BaseException) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+    raise error
+
+
+def test_file_system_storage_satisfies_the_protocol(web: Path) -> None:
+    storage: Storage = FileSystemStorage(web)
+    assert isinstance(storage, FileSystemStorage)
+    assert storage.web_root == web.absolute()
+
+
+def test_a_relative_web_root_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    storage = FileSystemStorage(Path("web"))
+    assert storage.web_root == tmp_path / "web"
+    assert storage.path_of("simple/index.html") == tmp_path / "web" / "simple" / "index.html"
+
+
+# --- store_stream -------------------------------------------------------------------
+
+
+async def test_store_stream_writes_verified_bytes_and_returns_their_hash_and_size(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    """Several 1 MiB batches (a write in flight while the next is gathered) land intact."""
+    data = os.urandom(3 * MIB + 12345)
+    parts = [data[i : i + 64 * 1024] for i in range(0, len(data), 64 * 1024)]
+    blob = await storage.store_stream(WHEEL, stream(*parts), sha256=sha(data), size=len(data))
+    assert blob == StoredBlob(sha256=sha(data), size=len(data))
+    target = web / WHEEL
+    assert target.read_bytes() == data
+    assert mode(target) == 0o644
+    assert temps(web) == []
+
+
+async def test_store_stream_checks_only_what_is_given(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    blob = await storage.store_stream("pypi/demo/json", stream(b"{", b"}"), sha256=None, size=None)
+    assert blob == StoredBlob(sha256=sha(b"{}"), size=2)
+    assert (web / "pypi/demo/json").read_bytes() == b"{}"
+
+
+async def test_store_stream_accepts_an_uppercase_sha256(storage: FileSystemStorage) -> None:
+    blob = await storage.store_stream(WHEEL, stream(b"abc"), sha256=sha(b"abc").upper(), size=3)
+    assert blob.sha256 == sha(b"abc")
+
+
+async def test_store_stream_stores_an_empty_file(storage: FileSystemStorage, web: Path) -> None:
+    blob = await storage.store_stream(WHEEL, stream(), sha256=sha(b""), size=0)
+    assert blob == StoredBlob(sha256=sha(b""), size=0)
+    assert (web / WHEEL).read_bytes() == b""
+    assert mode(web / WHEEL) == 0o644
+
+
+async def test_store_stream_replaces_an_existing_file(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / WHEEL, b"old")
+    await storage.store_stream(WHEEL, stream(b"new!"), sha256=sha(b"new!"), size=4)
+    assert (web / WHEEL).read_bytes() == b"new!"
+
+
+async def test_store_stream_creates_parents_0755_whatever_the_umask(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    old_umask = os.umask(0o077)
+    try:
+        await storage.store_stream(WHEEL, stream(b"x"), sha256=None, size=1)
+    finally:
+        os.umask(old_umask)
+    for directory in (web, web / "packages", web / "packages/ab", web / "packages/ab/cd"):
+        assert mode(directory) == 0o755, directory
+    assert mode(web / WHEEL) == 0o644
+
+
+@pytest.mark.parametrize(
+    ("data", "size", "digest", "message"),
+    [
+        pytest.param(b"payload", 7, "0" * 64, "expected sha256 " + "0" * 64, id="hash"),
+        pytest.param(b"payload", 8, None, "expected 8 bytes, got 7", id="short"),
+        pytest.param(b"payload", 6, None, "expected 6 bytes, got at least 7", id="long"),
+        pytest.param(b"x" * (MIB + 5), MIB + 6, None, "got 1048581", id="short-after-a-write"),
+    ],
+)
+async def test_a_mismatch_raises_integrity_error_and_keeps_the_old_file(
+    web: Path,
+    data: bytes,
+    size: int,
+    digest: str | None,
+    message: str,
+) -> None:
+    storage = FileSystemStorage(web)
+    put(web / WHEEL, b"old content")
+    parts = [data[i : i + 4096] for i in range(0, len(data), 4096)]
+    with pytest.raises(IntegrityError, match=message) as caught:
+        await storage.store_stream(WHEEL, stream(*parts), sha256=digest, size=size)
+    assert WHEEL in str(caught.value), "the message names the file"
+    assert (web / WHEEL).read_bytes() == b"old content"
+    assert temps(web) == []
+
+
+async def test_a_hash_mismatch_names_both_hashes(storage: FileSystemStorage) -> None:
+    with pytest.raises(IntegrityError) as caught:
+        await storage.store_stream(WHEEL, stream(b"abc"), sha256="f" * 64, size=None)
+    assert "f" * 64 in str(caught.value)
+    assert sha(b"abc") in str(caught.value)
+
+
+async def test_a_mismatch_on_a_new_file_leaves_nothing_at_the_target(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    with pytest.raises(IntegrityError):
+        await storage.store_stream(WHEEL, stream(b"abc"), sha256="0" * 64, size=3)
+    assert not (web / WHEEL).exists()
+    assert temps(web) == []
+
+
+async def test_a_stream_longer_than_its_size_stops_being_read_at_once(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    chunks = CountingStream(b"12345678")
+    with pytest.raises(IntegrityError, match="expected 20 bytes, got at least 24"):
+        await storage.store_stream(WHEEL, chunks, sha256=None, size=20)
+    assert chunks.pulled == 3
+    assert temps(web) == []
+
+
+async def test_max_size_stops_a_stream_of_unknown_size_at_once(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    """Past the bound (and past a batch already written to a temp) reading stops."""
+    chunks = CountingStream(b"x" * (MIB // 2))
+    with pytest.raises(IntegrityError, match=r"larger than the 2097152-byte limit"):
+        await storage.store_stream(WHEEL, chunks, sha256=None, size=None, max_size=2 * MIB)
+    assert chunks.pulled == 5
+    assert not (web / WHEEL).exists()
+    assert temps(web) == []
+
+
+async def test_max_size_allows_a_file_up_to_the_bound(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    blob = await storage.store_stream(WHEEL, stream(b"x" * 10), sha256=None, size=None, max_size=10)
+    assert blob.size == 10
+    assert (web / WHEEL).read_bytes() == b"x" * 10
+
+
+async def test_cancellation_mid_stream_leaves_no_temp_and_the_old_file(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / WHEEL, b"old content")
+    # Two full batches: the first is on disk in a temp by the time the stream stalls.
+    chunks = StalledStream(b"a" * MIB, b"b" * MIB, b"c" * 10)
+    task = asyncio.create_task(storage.store_stream(WHEEL, chunks.chunks(), sha256=None, size=None))
+    await chunks.reached.wait()
+    assert len(temps(web)) == 1, "the stream really was mid-way"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (web / WHEEL).read_bytes() == b"old content"
+    assert temps(web) == []
+
+
+async def test_an_exception_from_the_chunks_propagates_and_leaves_no_temp(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / WHEEL, b"old content")
+    chunks = failing_stream(b"a" * MIB, b"b" * 100, error=BrokenUpstreamError("reset"))
+    with pytest.raises(BrokenUpstreamError, match="reset"):
+        await storage.store_stream(WHEEL, chunks, sha256=None, size=None)
+    assert (web / WHEEL).read_bytes() == b"old content"
+    assert temps(web) == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [TimeoutError("read timed out"), ConnectionResetError(104, "Connection reset by peer")],
+    ids=["timeout", "reset"],
+)
+async def test_a_network_os_error_from_the_chunks_is_not_reported_as_a_disk_error(
+    storage: FileSystemStorage, web: Path, error: OSError
+) -> None:
+    """TimeoutError and aiohttp's connection errors are OSErrors; they stay themselves."""
+    chunks = failing_stream(b"a" * (MIB + 1), error=error)
+    with pytest.raises(type(error)) as caught:
+        await storage.store_stream(WHEEL, chunks, sha256=None, size=None)
+    assert caught.value is error
+    assert temps(web) == []
+
+
+async def test_a_very_long_file_name_gets_a_temp_name_the_file_system_accepts(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    """The temp adds 15 bytes; the name is cut in bytes, on a character boundary."""
+    for name in ("a" * 250 + ".whl", "€" * 83 + ".whl"):
+        assert len(os.fsencode(name)) <= 255
+        relative = f"packages/ab/cd/{name}"
+        await storage.store_stream(relative, stream(b"x" * (MIB + 1)), sha256=None, size=None)
+        assert (web / relative).stat().st_size == MIB + 1
+    assert temps(web) == []
+
+
+# --- disk errors ----------------------------------------------------------------------
+
+
+async def test_store_stream_raises_storage_error_when_a_parent_is_a_file(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / "packages/ab", b"not a directory")
+    with pytest.raises(StorageError, match="a parent is not a directory") as caught:
+        await storage.store_stream(WHEEL, stream(b"x"), sha256=None, size=None)
+    assert str(web / WHEEL) in str(caught.value)
+    assert isinstance(caught.value.__cause__, OSError)
+    assert (web / "packages/ab").read_bytes() == b"not a directory"
+
+
+async def test_store_stream_raises_storage_error_when_a_grandparent_is_a_file(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    """The failing batch is one written while the stream is still flowing."""
+    put(web / "packages", b"not a directory")
+    chunks = stream(*[b"x" * MIB] * 3)
+    with pytest.raises(StorageError, match="cannot store"):
+        await storage.store_stream(WHEEL, chunks, sha256=None, size=None)
+    assert (web / "packages").read_bytes() == b"not a directory"
+
+
+async def test_write_bytes_raises_storage_error_when_its_directory_is_a_file(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / "simple/demo", b"a file")
+    with pytest.raises(StorageError, match="a parent is not a directory"):
+        await storage.write_bytes("simple/demo/index.html", b"<html>")
+    assert (web / "simple/demo").read_bytes() == b"a file"
+    assert temps(web) == []
+
+
+async def test_store_stream_raises_storage_error_when_the_target_is_a_directory(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    (web / WHEEL).mkdir(parents=True)
+    with pytest.raises(StorageError, match="is a directory"):
+        await storage.store_stream(WHEEL, stream(b"x"), sha256=None, size=None)
+    assert (web / WHEEL).is_dir()
+    assert temps(web) == []
+
+
+async def test_write_bytes_raises_storage_error_when_a_parent_is_a_file(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / "simple", b"oops")
+    with pytest.raises(StorageError, match=r"cannot write .*simple/demo/index\.html"):
+        await storage.write_bytes("simple/demo/index.html", b"<html>")
+
+
+async def test_a_name_too_long_is_a_storage_error_with_the_system_reason(
+    storage: FileSystemStorage,
+) -> None:
+    name = "x" * 300
+    with pytest.raises(StorageError, match="File name too long"):
+        await storage.write_bytes(name, b"")
+    with pytest.raises(StorageError, match="cannot inspect"):
+        await storage.exists(name)
+
+
+# --- unsafe paths ---------------------------------------------------------------------
+
+
+UNSAFE = [
+    "",
+    "/",
+    "/etc/passwd",
+    "..",
+    "../escape",
+    "simple/../../escape",
+    "simple/..",
+    ".",
+    "./simple",
+    "simple//index.html",
+    "simple/",
+    "simple\\..\\..\\escape",
+    "simple/a\x00b",
+    "simple/a\nb",
+    "simple/\x1f",
+]
+
+
+@pytest.mark.parametrize("relative", UNSAFE)
+def test_path_of_refuses_a_path_that_could_escape(
+    storage: FileSystemStorage, relative: str
+) -> None:
+    with pytest.raises(UnsafePathError, match="unsafe path"):
+        storage.path_of(relative)
+
+
+@pytest.mark.parametrize(
+    "relative",
+    ["simple/index.html", WHEEL, ".well-known", "a..b/...", "packages/ab/f.whl.metadata"],
+)
+def test_path_of_maps_a_safe_path_under_the_web_root(
+    storage: FileSystemStorage, web: Path, relative: str
+) -> None:
+    path = storage.path_of(relative)
+    assert path == web.joinpath(*relative.split("/"))
+    assert path.is_relative_to(web)
+
+
+OPERATIONS: dict[str, Callable[[FileSystemStorage, str], Awaitable[object]]] = {
+    "store_stream": lambda s, r: s.store_stream(r, stream(b"x"), sha256=None, size=None),
+    "write_bytes": lambda s, r: s.write_bytes(r, b"x"),
+    "read_bytes": lambda s, r: s.read_bytes(r),
+    "delete": lambda s, r: s.delete(r),
+    "delete_tree": lambda s, r: s.delete_tree(r),
+    "exists": lambda s, r: s.exists(r),
+    "remove_stale_temps": lambda s, r: s.remove_stale_temps(r),
+    "hash_file": lambda s, r: s.hash_file(r),
+}
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+@pytest.mark.parametrize("relative", ["../escape", "/tmp/escape", "simple/../../escape"])
+async def test_every_operation_refuses_an_unsafe_path_and_touches_nothing(
+    tmp_path: Path, web: Path, operation: str, relative: str
+) -> None:
+    put(tmp_path / "escape", b"outside")
+    storage = FileSystemStorage(web)
+    with pytest.raises(UnsafePathError):
+        await OPERATIONS[operation](storage, relative)
+    assert (tmp_path / "escape").read_bytes() == b"outside"
+    assert not web.exists()
+
+
+# --- write_bytes / read_bytes -------------------------------------------------------
+
+
+async def test_write_bytes_replaces_the_file_atomically_with_mode_0644(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    """A new inode is renamed into place: a reader holding the old file keeps it whole."""
+    await storage.write_bytes("simple/demo/index.html", b"first")
+    target = web / "simple/demo/index.html"
+    with target.open("rb") as reader:
+        await storage.write_bytes("simple/demo/index.html", b"second version")
+        assert reader.read() == b"first"
+    assert target.read_bytes() == b"second version"
+    assert mode(target) == 0o644
+    assert temps(web) == []
+
+
+async def test_write_bytes_writes_at_the_web_root_itself(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    await storage.write_bytes("last-modified", b"20240101T00:00:00\n")
+    assert (web / "last-modified").read_bytes() == b"20240101T00:00:00\n"
+
+
+async def test_read_bytes_returns_the_content(storage: FileSystemStorage, web: Path) -> None:
+    put(web / "simple/index.html", b"<html>")
+    assert await storage.read_bytes("simple/index.html") == b"<html>"
+
+
+async def test_read_bytes_of_a_missing_file_is_a_storage_error(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    with pytest.raises(StorageError, match="no such file or directory") as caught:
+        await storage.read_bytes("simple/index.html")
+    assert str(web / "simple/index.html") in str(caught.value)
+
+
+async def test_read_bytes_of_a_directory_is_a_storage_error(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    (web / "simple").mkdir(parents=True)
+    with pytest.raises(StorageError, match="cannot read"):
+        await storage.read_bytes("simple")
+
+
+# --- delete / delete_tree ---------------------------------------------------------------
+
+
+async def test_delete_prunes_empty_parents_but_not_the_top_level_directory(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / WHEEL, b"wheel")
+    put(web / f"{WHEEL}.metadata", b"metadata")
+    await storage.delete(WHEEL)
+    assert not (web / WHEEL).exists()
+    assert (web / f"{WHEEL}.metadata").exists(), "its sibling stays, and so does the dir"
+    await storage.delete(f"{WHEEL}.metadata")
+    assert not (web / "packages/ab").exists()
+    assert (web / "packages").is_dir()
+    assert list((web / "packages").iterdir()) == []
+
+
+async def test_delete_stops_pruning_at_the_first_directory_still_in_use(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / "packages/ab/cd/one/a.whl", b"a")
+    put(web / "packages/ab/ef/two/b.whl", b"b")
+    await storage.delete("packages/ab/cd/one/a.whl")
+    assert not (web / "packages/ab/cd").exists()
+    assert (web / "packages/ab/ef/two/b.whl").read_bytes() == b"b"
+
+
+async def test_delete_of_a_missing_file_is_fine(storage: FileSystemStorage, web: Path) -> None:
+    await storage.delete(WHEEL)
+    put(web / "packages/ab/other.whl", b"x")
+    await storage.delete(WHEEL)
+    assert (web / "packages/ab/other.whl").exists()
+
+
+async def test_delete_of_a_file_at_the_top_prunes_nothing(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / "simple/index.html", b"x")
+    await storage.delete("simple/index.html")
+    assert (web / "simple").is_dir()
+
+
+async def test_delete_of_a_directory_is_a_storage_error(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    (web / "simple/demo").mkdir(parents=True)
+    with pytest.raises(StorageError, match="cannot delete"):
+        await storage.delete("simple/demo")
+    assert (web / "simple/demo").is_dir()
+
+
+async def test_delete_tree_removes_a_directory_and_its_content(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / "simple/demo/index.html", b"x")
+    put(web / "simple/demo/index.v1_json", b"{}")
+    put(web / "simple/other/index.html", b"y")
+    await storage.delete_tree("simple/demo")
+    assert not (web / "simple/demo").exists()
+    assert (web / "simple/other/index.html").exists()
+
+
+async def test_delete_tree_prunes_parents_it_leaves_empty(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / "pypi/demo/json/extra", b"x")
+    await storage.delete_tree("pypi/demo/json")
+    assert not (web / "pypi/demo").exists()
+    assert (web / "pypi").is_dir()
+
+
+async def test_delete_tree_of_a_missing_directory_is_fine(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    await storage.delete_tree("simple/demo")
+    assert not web.exists()
+
+
+async def test_delete_tree_of_a_file_is_a_storage_error(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / "simple/demo", b"a file")
+    with pytest.raises(StorageError, match="cannot delete"):
+        await storage.delete_tree("simple/demo")
+    assert (web / "simple/demo").read_bytes() == b"a file"
+
+
+# --- exists / hash_file -----------------------------------------------------------------
+
+
+async def test_exists_answers_for_files_directories_and_links(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / "simple/index.html", b"x")
+    (web / "simple/dangling").symlink_to(web / "nowhere")
+    (web / "simple/link").symlink_to(web / "simple/index.html")
+    assert await storage.exists("simple/index.html")
+    assert await storage.exists("simple")
+    assert await storage.exists("simple/link")
+    assert not await storage.exists("simple/dangling")
+    assert not await storage.exists("simple/missing")
+    assert not await storage.exists("simple/index.html/below-a-file")
+
+
+async def test_hash_file_returns_sha256_and_size(storage: FileSystemStorage, web: Path) -> None:
+    data = os.urandom(2 * MIB + 3)
+    put(web / WHEEL, data)
+    assert await storage.hash_file(WHEEL) == StoredBlob(sha256=sha(data), size=len(data))
+
+
+async def test_hash_file_of_a_missing_file_is_a_storage_error(
+    storage: FileSystemStorage,
+) -> None:
+    with pytest.raises(StorageError, match="cannot hash"):
+        await storage.hash_file(WHEEL)
+
+
+# --- remove_stale_temps -----------------------------------------------------------------
+
+
+async def test_remove_stale_temps_removes_only_temp_files(
+    storage: FileSystemStorage, web: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = web / "packages/ab"
+    stale = [put(directory / ".a.whl.k2j4h5g6.part", b""), put(directory / "..part", b"")]
+    kept = [
+        put(directory / "a.whl.part", b""),
+        put(directory / ".hidden", b""),
+        put(directory / ".part", b""),
+        put(directory / "a.whl", b""),
+        put(directory / "sub/.b.whl.abcdefgh.part", b""),
+    ]
+    (directory / ".dir.abcdefgh.part").mkdir()
+    (directory / ".link.abcdefgh.part").symlink_to(directory / "a.whl")
+    with caplog.at_level(logging.INFO, logger="mirror.storage.filesystem"):
+        assert await storage.remove_stale_temps("packages/ab") == 2
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in kept)
+    assert (directory / ".dir.abcdefgh.part").is_dir()
+    assert (directory / ".link.abcdefgh.part").is_symlink()
+    assert "removed 2 stale temporary file(s)" in caplog.text
+
+
+async def test_remove_stale_temps_works_on_the_web_root_and_missing_directories(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    assert await storage.remove_stale_temps("") == 0
+    put(web / ".last-modified.abcdefgh.part", b"")
+    assert await storage.remove_stale_temps("") == 1
+    assert await storage.remove_stale_temps("simple/missing") == 0
+    assert list(web.iterdir()) == []
+
+
+async def test_remove_stale_temps_on_a_file_is_a_storage_error(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / "simple", b"a file")
+    with pytest.raises(StorageError, match="cannot clean"):
+        await storage.remove_stale_temps("simple")
+
+
+async def test_remove_stale_temps_spares_the_temp_of_a_store_in_flight(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / "packages/ab/cd/ef0123/.old.whl.abcdefgh.part", b"")
+    chunks = StalledStream(b"a" * MIB, b"b" * MIB)
+    task = asyncio.create_task(storage.store_stream(WHEEL, chunks.chunks(), sha256=None, size=None))
+    await chunks.reached.wait()
+    (live,) = [path for path in temps(web) if "old" not in path.name]
+    assert await storage.remove_stale_temps("packages/ab/cd/ef0123") == 1
+    assert live.exists()
+    chunks.release.set()
+    blob = await task
+    assert blob.size == 2 * MIB
+    assert (web / WHEEL).read_bytes() == b"a" * MIB + b"b" * MIB
+    assert temps(web) == []
+
+
+# --- threads and cleanup ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cancels", [1, 2])
+async def test_a_cancelled_thread_hop_waits_for_its_thread_and_stays_cancelled(
+    cancels: int,
+) -> None:
+    """Cleanup after a cancellation never races the thread, even when cancelled twice."""
+    started = threading.Event()
+    release = threading.Event()
+    finished: list[bool] = []
+
+    def work() -> int:
+        started.set()
+        release.wait()
+        finished.append(True)
+        return 1
+
+    task = asyncio.create_task(_in_thread(work))
+    await asyncio.to_thread(started.wait)
+    for _ in range(cancels):
+        task.cancel()
+        await asyncio.sleep(0)
+    assert not task.done(), "still waiting for the thread"
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert finished == [True]
+
+
+def test_discard_reports_a_temp_it_cannot_remove_without_raising(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It runs while another error is on its way up; that error must not be masked."""
+    temp = _TempFile(tmp_path / "f.whl", label="f.whl", live=_LiveTemps())
+    temp.write(b"x")
+    (path,) = temps(tmp_path)
+    path.unlink()
+    put(path / "blocker", b"")  # a non-empty directory cannot be unlinked
+    with caplog.at_level(logging.WARNING, logger="mirror.storage.filesystem"):
+        temp.discard()
+    assert "cannot remove temporary file" in caplog.text
+    temp.discard()  # a second discard has nothing left to do
