@@ -1,0 +1,516 @@
+"""The upstream client: the only module in `mirror` that speaks HTTP to the index.
+
+It covers PyPI's three mirroring XML-RPC methods (``changelog_last_serial``,
+``changelog_since_serial``, ``list_packages_with_serial``), a project's detail from the
+PEP 691 JSON simple page or the ``/pypi/<project>/json`` API (with the
+``X-PyPI-Last-Serial`` staleness check), the raw JSON API body, and streamed,
+verified-by-the-caller downloads.
+
+Every failure leaves this module as a :class:`~mirror.errors.MirrorError`: aiohttp,
+XML and JSON exceptions are translated here, with ``raise ... from exc``.
+Timeouts, connection resets, truncated bodies, HTTP 429 and 5xx, rate-limit faults and
+stale serials are retried with exponential back-off and full jitter (honouring
+``Retry-After``); everything else fails at once. URLs in messages and logs have their
+credentials removed (:func:`redact_url`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import logging
+import math
+import platform
+import random
+import re
+import xmlrpc.client
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import Final, Literal, TypeVar
+from xml.parsers.expat import ExpatError
+
+import aiohttp
+from packaging.utils import NormalizedName
+
+from mirror import __version__
+from mirror.errors import (
+    HTTPStatusError,
+    IntegrityError,
+    MalformedResponseError,
+    ProjectNotFoundError,
+    StaleResponseError,
+    TransientUpstreamError,
+    UpstreamError,
+    XmlRpcFaultError,
+)
+from mirror.models import ChangelogEntry, ListedProject, ProjectDetail, Serial, project_name
+from mirror.storage import StoredBlob
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+SIMPLE_JSON_TYPE: Final = "application/vnd.pypi.simple.v1+json"
+"""The PEP 691 content type asked for, and required, on project pages."""
+
+CHANGELOG_PAGE_LIMIT: Final = 50_000
+"""PyPI answers at most this many rows per ``changelog_since_serial`` call."""
+
+CACHE_BUST_PARAMETER: Final = "_mirror_cb"
+"""Query parameter added after a stale answer, so the CDN misses its cache."""
+
+_CHUNK_BYTES: Final = 256 * 1024
+# Warehouse's rate-limit fault: "HTTPTooManyRequests: ... Limit may reset in N seconds."
+_RATE_LIMIT_MARKER: Final = "HTTPTooManyRequests"
+_RATE_LIMIT_RESET_RE: Final = re.compile(r"reset in (\d+) seconds?")
+# scheme://userinfo@ — the userinfo ends at the last "@" before the path.
+_USERINFO_RE: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
+
+
+def default_user_agent(contact: str | None = None) -> str:
+    """A descriptive User-Agent, as PEP 381 and PyPI ask of mirrors.
+
+    ``mirror/<version> (PyPI mirror; <contact>) Python/<x.y.z> aiohttp/<version>``;
+    the contact part is left out when none is given.
+    """
+    comment = "PyPI mirror" if contact is None else f"PyPI mirror; {contact}"
+    return (
+        f"mirror/{__version__} ({comment}) "
+        f"Python/{platform.python_version()} aiohttp/{aiohttp.__version__}"
+    )
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` without its ``user:password@`` part, for logs and error messages.
+
+    Every URL inside a longer text is redacted too; text without credentials is
+    returned unchanged.
+    """
+    return _USERINFO_RE.sub(r"\1", url)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamSettings:
+    """How to reach upstream and how hard to try."""
+
+    base_url: str
+    """Root of the index, e.g. ``https://pypi.org``; a trailing slash is ignored.
+    ``user:password@`` in it is sent as HTTP basic auth."""
+    connect_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 60.0
+    """Longest wait for any one read from the socket (not for the whole body)."""
+    retries: int = 5
+    """Extra attempts after the first, for transient failures."""
+    backoff_base_seconds: float = 1.0
+    backoff_max_seconds: float = 60.0
+    """Cap on one back-off; a ``Retry-After`` longer than this fails at once."""
+    max_connections: int = 32
+    user_agent: str = field(default_factory=default_user_agent)
+
+
+class Upstream:
+    """Client for one upstream index; an async context manager owning one session.
+
+    ``sleep`` and ``rng`` are injectable so tests observe back-off without waiting.
+    """
+
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings
+        self._base = settings.base_url.rstrip("/")
+        self._sleep = sleep
+        # Jitter only spreads retries out; it needs no cryptographic strength.
+        self._rng = rng if rng is not None else random.Random()  # noqa: S311
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Upstream:
+        settings = self._settings
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=settings.max_connections),
+            # Per-read deadlines, no total: a 1 GiB wheel may rightly take an hour.
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=settings.connect_timeout_seconds,
+                sock_read=settings.read_timeout_seconds,
+            ),
+            headers={"User-Agent": settings.user_agent},
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    # --- XML-RPC ----------------------------------------------------------------------
+
+    async def changelog_last_serial(self) -> Serial:
+        """Upstream's newest serial. ``<nil/>`` (an empty index) reads as 0.
+
+        Raises MalformedResponseError, XmlRpcFaultError, TransientUpstreamError (after
+        retries), HTTPStatusError.
+        """
+        result = await self._xmlrpc("changelog_last_serial")
+        if result is None:
+            return Serial(0)
+        if isinstance(result, bool) or not isinstance(result, int) or result < 0:
+            raise MalformedResponseError(
+                f"XML-RPC changelog_last_serial: expected a serial, got {result!r}"
+            )
+        return Serial(result)
+
+    async def changelog_since_serial(
+        self, serial: Serial, *, page_limit: int = CHANGELOG_PAGE_LIMIT
+    ) -> list[ChangelogEntry]:
+        """Every changelog row after ``serial``, in serial order.
+
+        A page of ``page_limit`` rows or more means upstream cut the answer short, so
+        the call is repeated from the page's last serial until a shorter page comes.
+        Actions are HTML-unescaped (Warehouse sends ``&#246;`` for non-ASCII text).
+        Raises as :meth:`changelog_last_serial`; MalformedResponseError also for a full
+        page that does not move past the serial asked for.
+        """
+        if page_limit < 1:
+            raise ValueError(f"page_limit must be at least 1, got {page_limit}")
+        entries: list[ChangelogEntry] = []
+        since = serial
+        while True:
+            rows = await self._xmlrpc("changelog_since_serial", since)
+            if not isinstance(rows, list):
+                raise MalformedResponseError(
+                    f"XML-RPC changelog_since_serial: expected an array, got {type(rows).__name__}"
+                )
+            page = [_unescaped(ChangelogEntry.from_row(row, index=i)) for i, row in enumerate(rows)]
+            entries.extend(page)
+            if len(page) < page_limit:
+                break
+            last = max(entry.serial for entry in page)
+            if last <= since:
+                raise MalformedResponseError(
+                    f"XML-RPC changelog_since_serial({since}): a full page that ends at {last}"
+                )
+            logger.debug("changelog page of %d rows ends at serial %d", len(page), last)
+            since = last
+        entries.sort(key=lambda entry: entry.serial)
+        return entries
+
+    async def list_packages_with_serial(self) -> list[ListedProject]:
+        """Every project upstream has, with its last serial.
+
+        The answer (hundreds of thousands of members) is parsed as it arrives. Names
+        that are not valid project names are skipped with a warning: no mirror could
+        hold them. Raises as :meth:`changelog_last_serial`.
+        """
+        result = await self._xmlrpc("list_packages_with_serial")
+        if not isinstance(result, dict):
+            raise MalformedResponseError(
+                f"XML-RPC list_packages_with_serial: expected a struct, got {type(result).__name__}"
+            )
+        listed: list[ListedProject] = []
+        for raw, serial in result.items():
+            if isinstance(serial, bool) or not isinstance(serial, int) or serial < 0:
+                raise MalformedResponseError(
+                    f"XML-RPC list_packages_with_serial[{raw!r}]: expected a serial, got {serial!r}"
+                )
+            try:
+                name = project_name(raw)
+            except MalformedResponseError:
+                logger.warning("upstream lists an invalid project name %r; skipped", raw)
+                continue
+            listed.append(ListedProject(name=name, display_name=raw, serial=Serial(serial)))
+        return listed
+
+    async def _xmlrpc(self, method: str, *params: int) -> object:
+        """Call ``method`` and return its one result, parsed while the body streams in."""
+        url = f"{self._base}/pypi"
+        body = xmlrpc.client.dumps(params, method, allow_none=True).encode()
+        headers = {"Content-Type": "text/xml", "Accept": "text/xml"}
+
+        async def attempt(number: int) -> object:
+            async with self._open("POST", url, headers=headers, data=body) as response:
+                parser, unmarshaller = xmlrpc.client.getparser()
+                try:
+                    async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
+                        parser.feed(chunk)
+                    parser.close()
+                    (result,) = unmarshaller.close()
+                except xmlrpc.client.Fault as fault:
+                    raise _fault_error(method, fault) from fault
+                except (ExpatError, xmlrpc.client.ResponseError, ValueError, TypeError) as exc:
+                    raise MalformedResponseError(
+                        f"XML-RPC {method}: unparseable response: {exc!r}"
+                    ) from exc
+            result_value: object = result
+            return result_value
+
+        return await self._retrying(f"XML-RPC {method}", attempt)
+
+    # --- project detail -----------------------------------------------------------------
+
+    async def project_detail(
+        self,
+        name: NormalizedName,
+        *,
+        min_serial: Serial | None,
+        source: Literal["simple", "json"] = "simple",
+    ) -> ProjectDetail:
+        """What upstream says about one project, at ``min_serial`` or newer.
+
+        ``simple`` reads the PEP 691 JSON page ``/simple/<name>/`` (its Content-Type
+        must be :data:`SIMPLE_JSON_TYPE`); ``json`` reads ``/pypi/<name>/json``.
+        Redirects are followed, and relative file URLs resolve against the final URL.
+        An answer older than ``min_serial`` (by ``X-PyPI-Last-Serial``, or by the body's
+        serial when the header is absent) is stale: it is retried with back-off and a
+        cache-busting query. Without any serial the page counts as ``min_serial`` (or 0).
+
+        Raises ProjectNotFoundError (404), StaleResponseError (still stale after the
+        retries), MalformedResponseError / UnsafePathError (that project only),
+        TransientUpstreamError, HTTPStatusError.
+        """
+        if source == "simple":
+            url = f"{self._base}/simple/{name}/"
+            accept = SIMPLE_JSON_TYPE
+        else:
+            url = f"{self._base}/pypi/{name}/json"
+            accept = "application/json"
+        stale = False
+
+        async def attempt(number: int) -> ProjectDetail:
+            nonlocal stale
+            target = f"{url}?{CACHE_BUST_PARAMETER}={min_serial}-{number}" if stale else url
+            async with self._open("GET", target, headers={"Accept": accept}, project=name) as r:
+                if source == "simple" and r.content_type.lower() != SIMPLE_JSON_TYPE:
+                    raise MalformedResponseError(
+                        f"{redact_url(target)}: Content-Type {r.content_type!r}, "
+                        f"expected {SIMPLE_JSON_TYPE!r}"
+                    )
+                header_serial = _serial_header(r)
+                if (
+                    min_serial is not None
+                    and header_serial is not None
+                    and header_serial < min_serial
+                ):
+                    stale = True
+                    raise StaleResponseError(
+                        redact_url(target), expected=min_serial, got=header_serial
+                    )
+                body = await r.read()
+                page_url = str(r.url)
+            fallback = header_serial if header_serial is not None else min_serial
+            detail = await asyncio.to_thread(
+                _parse_detail, body, name=name, page_url=page_url, serial=fallback, source=source
+            )
+            if min_serial is not None and detail.serial < min_serial:
+                stale = True
+                raise StaleResponseError(redact_url(target), expected=min_serial, got=detail.serial)
+            return detail
+
+        return await self._retrying(f"project {name} ({source})", attempt)
+
+    async def project_json_raw(self, name: NormalizedName) -> bytes:
+        """The body of ``/pypi/<name>/json`` exactly as upstream sent it.
+
+        Raises ProjectNotFoundError (404: also for a project without releases),
+        TransientUpstreamError, HTTPStatusError.
+        """
+        url = f"{self._base}/pypi/{name}/json"
+
+        async def attempt(number: int) -> bytes:
+            headers = {"Accept": "application/json"}
+            async with self._open("GET", url, headers=headers, project=name) as response:
+                return await response.read()
+
+        return await self._retrying(f"JSON API copy of {name}", attempt)
+
+    # --- files --------------------------------------------------------------------------
+
+    async def download(
+        self, url: str, store: Callable[[AsyncIterator[bytes]], Awaitable[StoredBlob]]
+    ) -> StoredBlob:
+        """Stream ``url`` into ``store`` and return what it stored.
+
+        The bytes are exactly upstream's (``Accept-Encoding: identity``, nothing
+        decompressed), handed over in chunks. ``store`` verifies them; its
+        IntegrityError (a truncated or corrupted transfer) is retried like a transient
+        failure, from the start. Raises HTTPStatusError (404 and other non-retryable
+        statuses), TransientUpstreamError or IntegrityError after the retries, and
+        whatever else ``store`` raises.
+        """
+
+        async def attempt(number: int) -> StoredBlob:
+            headers = {"Accept-Encoding": "identity"}
+            async with (
+                self._open("GET", url, headers=headers, auto_decompress=False) as response,
+                aclosing(_body_chunks(response, url)) as chunks,
+            ):
+                return await store(chunks)
+
+        return await self._retrying("download", attempt)
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _open(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        data: bytes | None = None,
+        project: NormalizedName | None = None,
+        auto_decompress: bool = True,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One request whose status is already checked; aiohttp errors, also those
+        raised while the caller reads the body, come out translated."""
+        if self._session is None:
+            raise RuntimeError("Upstream used outside 'async with'")
+        try:
+            async with self._session.request(
+                method, url, headers=headers, data=data, auto_decompress=auto_decompress
+            ) as response:
+                logger.debug("%s %s: HTTP %d", method, redact_url(url), response.status)
+                _check_status(response, url, project=project)
+                yield response
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _translated(exc, url) from exc
+
+    async def _retrying(self, what: str, attempt: Callable[[int], Awaitable[_T]]) -> _T:
+        """Run ``attempt(0)``, ``attempt(1)``, ... until one does not fail transiently
+        (IntegrityError counts as transient: only a download's store raises it)."""
+        retries = self._settings.retries
+        number = 0
+        while True:
+            try:
+                return await attempt(number)
+            except (TransientUpstreamError, IntegrityError) as exc:
+                if number >= retries:
+                    raise
+                delay = self._backoff_seconds(number, exc)
+                if delay is None:
+                    logger.warning("%s: %s; upstream asks for a longer wait, giving up", what, exc)
+                    raise
+                logger.warning(
+                    "%s: %s; retry %d of %d in %.1f s", what, exc, number + 1, retries, delay
+                )
+            # Sleep outside the except block so a later failure does not chain this one.
+            await self._sleep(delay)
+            number += 1
+
+    def _backoff_seconds(self, number: int, exc: Exception) -> float | None:
+        """Full jitter over ``base * 2**number`` capped at the max; at least upstream's
+        ``Retry-After``; None when that hint is beyond the cap (a worker should not
+        block for an hour: the sync's retry queue handles long waits)."""
+        settings = self._settings
+        ceiling = min(
+            settings.backoff_max_seconds, settings.backoff_base_seconds * 2.0 ** min(number, 64)
+        )
+        delay = self._rng.uniform(0, ceiling)
+        hint = exc.retry_after_seconds if isinstance(exc, TransientUpstreamError) else None
+        if hint is None:
+            return delay
+        if hint > settings.backoff_max_seconds:
+            return None
+        return max(delay, hint)
+
+
+def _check_status(
+    response: aiohttp.ClientResponse, url: str, *, project: NormalizedName | None
+) -> None:
+    status = response.status
+    if status < 300:
+        return
+    if status == 404 and project is not None:
+        raise ProjectNotFoundError(project)
+    if status == 429 or status >= 500:
+        raise TransientUpstreamError(
+            f"{redact_url(url)}: HTTP {status}", retry_after_seconds=_retry_after(response)
+        )
+    raise HTTPStatusError(redact_url(url), status)
+
+
+def _retry_after(response: aiohttp.ClientResponse) -> float | None:
+    """``Retry-After`` in seconds; None when absent or an HTTP date (we then use our
+    own back-off rather than trust a clock comparison)."""
+    raw = response.headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if 0 <= value < math.inf else None
+
+
+def _serial_header(response: aiohttp.ClientResponse) -> Serial | None:
+    raw = response.headers.get("X-PyPI-Last-Serial", "").strip()
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    return Serial(int(raw))
+
+
+def _translated(exc: aiohttp.ClientError | TimeoutError, url: str) -> UpstreamError:
+    """Map an aiohttp failure to our tree: network trouble is worth retrying."""
+    text = redact_url(str(exc)) or "no detail"
+    message = f"{redact_url(url)}: {type(exc).__name__}: {text}"
+    if isinstance(exc, TimeoutError | aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        return TransientUpstreamError(message)
+    return UpstreamError(message)
+
+
+async def _body_chunks(response: aiohttp.ClientResponse, url: str) -> AsyncGenerator[bytes, None]:
+    """The body in chunks, with aiohttp errors translated here: the consumer must not
+    mistake a reset (aiohttp's ClientOSError is an OSError) for a disk failure."""
+    try:
+        async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
+            yield chunk
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise _translated(exc, url) from exc
+
+
+def _fault_error(method: str, fault: xmlrpc.client.Fault) -> UpstreamError:
+    """Warehouse's rate-limit fault is transient; every other fault is final."""
+    text = str(fault.faultString)
+    if _RATE_LIMIT_MARKER in text:
+        match = _RATE_LIMIT_RESET_RE.search(text)
+        return TransientUpstreamError(
+            f"XML-RPC {method}: rate limited: {text}",
+            retry_after_seconds=float(match[1]) if match else None,
+        )
+    return XmlRpcFaultError(method, fault.faultCode, text)
+
+
+def _unescaped(entry: ChangelogEntry) -> ChangelogEntry:
+    return replace(entry, action=html.unescape(entry.action))
+
+
+def _parse_detail(
+    body: bytes,
+    *,
+    name: NormalizedName,
+    page_url: str,
+    serial: Serial | None,
+    source: Literal["simple", "json"],
+) -> ProjectDetail:
+    """Parse a project body (in a worker thread: big projects are megabytes)."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+        raise MalformedResponseError(f"{redact_url(page_url)}: not JSON: {exc}") from exc
+    if source == "simple":
+        return ProjectDetail.from_simple_json(
+            data, name=name, page_url=page_url, serial=serial or Serial(0)
+        )
+    return ProjectDetail.from_pypi_json(data, name=name, page_url=page_url)
