@@ -1,0 +1,994 @@
+"""A fake PyPI that speaks PyPI's mirroring APIs over real loopback HTTP.
+
+:class:`FakeUpstream` keeps an in-memory journal the way Warehouse does: every
+mutating call writes one journal row per event and bumps the serial by one, and each
+project's ``last_serial`` is the serial of its latest row. It serves, with the exact
+shapes, headers and quirks described in ``research/protocol.md``:
+
+- XML-RPC ``POST /pypi`` (and ``/pypi/``, ``/RPC2``): ``changelog_last_serial``,
+  ``changelog_since_serial`` (paged by ``page_limit``), ``list_packages_with_serial``;
+- the JSON API ``GET /pypi/<project>/json`` and ``/pypi/<project>/<version>/json``;
+- the simple API ``GET /simple/`` and ``/simple/<project>/`` with PEP 691 content
+  negotiation (JSON 1.4 and the Warehouse HTML template);
+- files and PEP 658 ``.metadata`` files at ``/packages/<aa>/<bb>/<rest>/<filename>``,
+  the path derived from the blake2b-256 of the content as Warehouse does.
+
+Fault hooks (:meth:`FakeUpstream.fail_next`, :meth:`FakeUpstream.stale_next`,
+:meth:`FakeUpstream.corrupt_file`) let tests provoke 5xx answers, CDN-stale pages and
+corrupted downloads. The server only ever binds a loopback address.
+
+The mutating methods are synchronous and hash in the calling thread: they are test
+set-up, called between requests, not request handling.
+"""
+
+from __future__ import annotations
+
+import bisect
+import email.parser
+import hashlib
+import ipaddress
+import json
+import logging
+import re
+import xmlrpc.client
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Self
+from urllib.parse import quote
+from xml.parsers.expat import ExpatError
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from packaging.utils import NormalizedName, canonicalize_name, canonicalize_version
+from packaging.version import InvalidVersion, Version
+
+from mirror.models import format_upload_time, version_sort_key
+from mirror.testing.distributions import make_sdist, make_wheel
+
+logger = logging.getLogger(__name__)
+
+SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+SIMPLE_HTML = "application/vnd.pypi.simple.v1+html"
+TEXT_HTML = "text/html"
+API_VERSION = "1.4"
+# Warehouse's offer order: ties in q go to the earlier offer (WebOb acceptable_offers).
+_OFFERS = (TEXT_HTML, SIMPLE_HTML, SIMPLE_JSON)
+_PROJECT_NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+_XML_ILLEGAL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
+# Journal time is synthetic and deterministic: one minute per serial from this instant.
+_JOURNAL_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+_CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Headers": (
+        "Content-Type, If-Match, If-Modified-Since, If-None-Match, If-Unmodified-Since"
+    ),
+    "Access-Control-Allow-Methods": "GET",
+    "Access-Control-Max-Age": "86400",
+    "Access-Control-Expose-Headers": "X-PyPI-Last-Serial",
+}
+
+
+_XmlRpcResult = int | list[list[str | int | None]] | dict[str, int] | xmlrpc.client.Fault
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalEntry:
+    """One journal row, as ``changelog_since_serial`` returns it."""
+
+    name: str
+    """The project's display name at write time."""
+    version: str | None
+    timestamp: int
+    action: str
+    serial: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _File:
+    filename: str
+    size: int
+    sha256: str
+    blake2b_256: str
+    md5: str
+    metadata_sha256: str | None
+    requires_python: str | None
+    upload_time: datetime
+    packagetype: str
+    python_version: str
+
+    @property
+    def path(self) -> str:
+        """Warehouse's content-addressed path below ``/packages/``."""
+        b = self.blake2b_256
+        return f"{b[:2]}/{b[2:4]}/{b[4:]}/{self.filename}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Release:
+    version: str
+    files: tuple[_File, ...] = ()
+    requires_dist: tuple[str, ...] = ()
+    requires_python: str | None = None
+    yanked: bool = False
+    yanked_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Project:
+    """One project's state; replaced, never mutated, so an old state can be served
+    as a stale CDN copy."""
+
+    display_name: str
+    last_serial: int = 0
+    releases: tuple[_Release, ...] = ()
+    status: str = "active"
+    status_reason: str | None = None
+
+    def release(self, version: str) -> _Release | None:
+        return next((r for r in self.releases if r.version == version), None)
+
+    def with_release(self, release: _Release) -> _Project:
+        others = tuple(r for r in self.releases if r.version != release.version)
+        if len(others) == len(self.releases):
+            return replace(self, releases=(*self.releases, release))
+        return replace(
+            self,
+            releases=tuple(release if r.version == release.version else r for r in self.releases),
+        )
+
+    def without_release(self, version: str) -> _Project:
+        return replace(self, releases=tuple(r for r in self.releases if r.version != version))
+
+    @property
+    def is_quarantined(self) -> bool:
+        return self.status == "quarantined"
+
+    def visible_files(self) -> list[tuple[_Release, _File]]:
+        """Files in simple-page order (version, then filename); none when quarantined."""
+        if self.is_quarantined:
+            return []
+        pairs = [(r, f) for r in self.releases for f in r.files]
+        pairs.sort(key=lambda pair: (version_sort_key(pair[0].version), pair[1].filename))
+        return pairs
+
+
+@dataclass(slots=True)
+class _Fault:
+    path_prefix: str
+    status: int
+    remaining: int
+
+
+class FakeUpstream:
+    """An in-memory PyPI served over loopback HTTP; use as an async context manager.
+
+    ``page_limit`` caps the rows one ``changelog_since_serial`` call returns (PyPI:
+    50 000). ``port=0`` picks a free port; :attr:`base_url` tells which. Non-loopback
+    hosts raise ValueError: this server must never be reachable from the network.
+    """
+
+    def __init__(self, *, page_limit: int = 50_000, host: str = "127.0.0.1", port: int = 0):
+        if not is_loopback(host):
+            raise ValueError(f"refusing to serve on non-loopback host {host!r}")
+        self.page_limit = page_limit
+        self.request_log: list[tuple[str, str]] = []
+        """``(method, path with query)`` of every request, in arrival order."""
+        self._host = host
+        self._port = port
+        self._base_url: str | None = None
+        self._runner: web.AppRunner | None = None
+        self._serial = 0
+        self._journal: list[JournalEntry] = []
+        self._projects: dict[NormalizedName, _Project] = {}
+        # The state each project had before its latest journal row: what a stale CDN
+        # would still serve.
+        self._previous: dict[NormalizedName, _Project | None] = {}
+        # Blobs stay after removal, as on PyPI's storage; only the indexes forget them.
+        self._blobs: dict[str, bytes] = {}
+        self._used_filenames: set[str] = set()
+        self._corrupted: set[str] = set()
+        self._faults: list[_Fault] = []
+        self._stale: dict[NormalizedName, int] = {}
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        runner = web.AppRunner(self._build_app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._host, self._port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        port = runner.addresses[0][1]
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self._runner = runner
+        self._base_url = f"http://{host}:{port}"
+        logger.debug("fake upstream listening at %s", self._base_url)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>``, without a trailing slash; only while running."""
+        if self._base_url is None:
+            raise RuntimeError("FakeUpstream is not running: use `async with`")
+        return self._base_url
+
+    @property
+    def serial(self) -> int:
+        """The serial of the latest journal row (0 before any)."""
+        return self._serial
+
+    @property
+    def journal(self) -> tuple[JournalEntry, ...]:
+        """Every journal row ever written, removed projects' rows included."""
+        return tuple(self._journal)
+
+    # --- mutations (each journal row bumps the serial by one) ---------------------
+
+    def add_file(
+        self,
+        project: str,
+        version: str,
+        filename: str,
+        content: bytes,
+        *,
+        metadata: bytes | None = None,
+        requires_python: str | None = None,
+        upload_time: datetime | None = None,
+    ) -> None:
+        """Upload one file: journal ``add <python_version> file <filename>``.
+
+        Creates the project (``create``) and the release (``new release``) first when
+        they are new, as an upload to PyPI does. ``metadata`` makes a PEP 658
+        ``.metadata`` file served and advertised beside it. ``requires_python``
+        defaults to the release's. Raises ValueError for a filename that was ever
+        used before (PyPI never allows reuse) or that contains a path separator.
+        """
+        if not filename or any(c in filename for c in "/\\\x00") or filename in {".", ".."}:
+            raise ValueError(f"unusable filename {filename!r}")
+        if filename in self._used_filenames:
+            raise ValueError(f"filename {filename!r} was previously used")
+        requires_dist = _requires_dist(metadata) if metadata is not None else ()
+        key = self._ensure_project(project)
+        self._ensure_release(
+            key, version, requires_dist=requires_dist, requires_python=requires_python
+        )
+        state = self._projects[key]
+        release = state.release(version)
+        assert release is not None
+        packagetype, python_version = _file_kind(filename)
+        serial = self._serial + 1
+        file = _File(
+            filename=filename,
+            size=len(content),
+            sha256=hashlib.sha256(content).hexdigest(),
+            blake2b_256=hashlib.blake2b(content, digest_size=32).hexdigest(),
+            md5=hashlib.md5(content, usedforsecurity=False).hexdigest(),
+            metadata_sha256=hashlib.sha256(metadata).hexdigest() if metadata is not None else None,
+            requires_python=requires_python
+            if requires_python is not None
+            else (release.requires_python),
+            upload_time=upload_time or _journal_time(serial, fraction=True),
+            packagetype=packagetype,
+            python_version=python_version,
+        )
+        self._used_filenames.add(filename)
+        self._blobs[file.path] = content
+        if metadata is not None:
+            self._blobs[f"{file.path}.metadata"] = metadata
+        updated = replace(release, files=(*release.files, file))
+        self._log(
+            key, version, f"add {python_version} file {filename}", state.with_release(updated)
+        )
+
+    def add_release(
+        self,
+        project: str,
+        version: str,
+        *,
+        requires_dist: Sequence[str] = (),
+        requires_python: str | None = None,
+        sdist: bool = True,
+        wheel: bool = True,
+    ) -> None:
+        """Publish a release: ``create`` when the project is new, ``new release``, then
+        an sdist and a wheel (with its ``.metadata``) built by make_sdist/make_wheel.
+
+        The project's display name is the name as first given (``Alpha``). With
+        ``sdist=False, wheel=False`` the release has no files, which PyPI allows.
+        """
+        key = self._ensure_project(project)
+        self._ensure_release(
+            key, version, requires_dist=tuple(requires_dist), requires_python=requires_python
+        )
+        display = self._projects[key].display_name
+        if sdist:
+            filename, content = make_sdist(
+                display, version, requires_dist=requires_dist, requires_python=requires_python
+            )
+            self.add_file(project, version, filename, content, requires_python=requires_python)
+        if wheel:
+            filename, content, metadata = make_wheel(
+                display, version, requires_dist=requires_dist, requires_python=requires_python
+            )
+            self.add_file(
+                project,
+                version,
+                filename,
+                content,
+                metadata=metadata,
+                requires_python=requires_python,
+            )
+
+    def remove_file(self, project: str, filename: str) -> None:
+        """Delete one file from the indexes: journal ``remove file <filename>``.
+        The release stays, possibly with no files. Raises KeyError if unknown."""
+        key, state = self._lookup(project)
+        for release in state.releases:
+            kept = tuple(f for f in release.files if f.filename != filename)
+            if len(kept) != len(release.files):
+                updated = state.with_release(replace(release, files=kept))
+                self._log(key, release.version, f"remove file {filename}", updated)
+                return
+        raise KeyError(f"{project!r} has no file {filename!r}")
+
+    def remove_release(self, project: str, version: str) -> None:
+        """Delete a release and all its files: journal ``remove release``."""
+        key, state = self._lookup(project)
+        self._release(state, version)
+        self._log(key, version, "remove release", state.without_release(version))
+
+    def remove_project(self, project: str) -> None:
+        """Delete a project: journal ``remove project``. Its old journal rows stay, but it
+        leaves every listing and its pages answer 404. The name may be created again."""
+        key, _ = self._lookup(project)
+        self._log(key, None, "remove project", None)
+
+    def yank(self, project: str, version: str, *, reason: str | None = None) -> None:
+        """PEP 592: mark every file of the release yanked; journal ``yank release``."""
+        key, state = self._lookup(project)
+        release = self._release(state, version)
+        updated = replace(release, yanked=True, yanked_reason=reason or "")
+        self._log(key, version, "yank release", state.with_release(updated))
+
+    def unyank(self, project: str, version: str) -> None:
+        """Undo :meth:`yank`; journal ``unyank release``."""
+        key, state = self._lookup(project)
+        release = self._release(state, version)
+        updated = replace(release, yanked=False, yanked_reason="")
+        self._log(key, version, "unyank release", state.with_release(updated))
+
+    def backfill_metadata(self, project: str, filename: str, metadata: bytes) -> None:
+        """Start serving a ``.metadata`` file for a file uploaded without one, as PyPI
+        did when it backfilled PEP 658 metadata for old wheels. Like that backfill it
+        writes no journal row: only a full re-check of the project sees it."""
+        key, state = self._lookup(project)
+        for release in state.releases:
+            for file in release.files:
+                if file.filename == filename:
+                    updated = replace(file, metadata_sha256=hashlib.sha256(metadata).hexdigest())
+                    self._blobs[f"{file.path}.metadata"] = metadata
+                    files = tuple(updated if f is file else f for f in release.files)
+                    self._projects[key] = state.with_release(replace(release, files=files))
+                    return
+        raise KeyError(f"{project!r} has no file {filename!r}")
+
+    def add_role(self, project: str, user: str, *, role: str = "Owner") -> None:
+        """An ownership-only event (journal ``add <role> <user>``): the serial and the
+        project's last serial move, its pages do not change."""
+        key, state = self._lookup(project)
+        self._log(key, None, f"add {role} {user}", state)
+
+    def set_status(self, project: str, status: str, reason: str | None = None) -> None:
+        """PEP 792 status (``active``, ``archived``, ``quarantined``, ``deprecated``).
+
+        Like Warehouse's archive/unarchive it writes no journal row and moves no serial.
+        ``quarantined`` hides the files from the simple page, the project from the
+        ``/simple/`` root, and makes the JSON API answer 404.
+        """
+        key, state = self._lookup(project)
+        self._projects[key] = replace(state, status=status, status_reason=reason)
+
+    def skip_serials(self, count: int) -> None:
+        """Consume ``count`` serials without journal rows, like rolled-back transactions
+        do on PyPI: serials are increasing but not contiguous."""
+        self._serial += count
+
+    # --- fault hooks -------------------------------------------------------------
+
+    def fail_next(self, path_prefix: str, status: int = 500, times: int = 1) -> None:
+        """The next ``times`` requests whose path starts with ``path_prefix`` get an
+        empty ``status`` answer (still logged in :attr:`request_log`)."""
+        self._faults.append(_Fault(path_prefix=path_prefix, status=status, remaining=times))
+
+    def stale_next(self, project: str, times: int = 1) -> None:
+        """The next ``times`` project page answers (simple page or JSON API) for
+        ``project`` show it as it was before its latest journal row, with that older
+        serial in ``X-PyPI-Last-Serial``, as a CDN that missed a purge would."""
+        key = canonicalize_name(project)
+        self._stale[key] = self._stale.get(key, 0) + times
+
+    def corrupt_file(self, project: str, filename: str) -> None:
+        """From now on the file's bytes are served altered (same size); the pages keep
+        advertising the original sha256."""
+        _, state = self._lookup(project)
+        for release in state.releases:
+            for file in release.files:
+                if file.filename == filename:
+                    self._corrupted.add(file.path)
+                    return
+        raise KeyError(f"{project!r} has no file {filename!r}")
+
+    # --- queries -----------------------------------------------------------------
+
+    def file_url(self, project: str, filename: str) -> str:
+        """The absolute URL a live file is served at."""
+        _, state = self._lookup(project)
+        for release in state.releases:
+            for file in release.files:
+                if file.filename == filename:
+                    return self._url_of(file)
+        raise KeyError(f"{project!r} has no file {filename!r}")
+
+    def project_names(self) -> list[str]:
+        """Display names of the live projects, in normalized-name order."""
+        return [self._projects[key].display_name for key in sorted(self._projects)]
+
+    # --- journal bookkeeping -------------------------------------------------------
+
+    def _log(
+        self, key: NormalizedName, version: str | None, action: str, after: _Project | None
+    ) -> None:
+        before = self._projects.get(key)
+        display = (after or before or _Project(display_name=key)).display_name
+        self._serial += 1
+        timestamp = int(_journal_time(self._serial, fraction=False).timestamp())
+        self._journal.append(
+            JournalEntry(
+                name=display,
+                version=version,
+                timestamp=timestamp,
+                action=action,
+                serial=self._serial,
+            )
+        )
+        self._previous[key] = before
+        if after is None:
+            del self._projects[key]
+        else:
+            self._projects[key] = replace(after, last_serial=self._serial)
+
+    def _ensure_project(self, project: str) -> NormalizedName:
+        if not _PROJECT_NAME_RE.match(project):
+            raise ValueError(f"invalid project name {project!r}")
+        key = canonicalize_name(project)
+        if key not in self._projects:
+            self._log(key, None, "create", _Project(display_name=project))
+        return key
+
+    def _ensure_release(
+        self,
+        key: NormalizedName,
+        version: str,
+        *,
+        requires_dist: tuple[str, ...],
+        requires_python: str | None,
+    ) -> None:
+        state = self._projects[key]
+        if state.release(version) is None:
+            release = _Release(
+                version=version, requires_dist=requires_dist, requires_python=requires_python
+            )
+            self._log(key, version, "new release", state.with_release(release))
+
+    def _lookup(self, project: str) -> tuple[NormalizedName, _Project]:
+        key = canonicalize_name(project)
+        state = self._projects.get(key)
+        if state is None:
+            raise KeyError(f"no project {project!r}")
+        return key, state
+
+    @staticmethod
+    def _release(state: _Project, version: str) -> _Release:
+        release = state.release(version)
+        if release is None:
+            raise KeyError(f"{state.display_name!r} has no release {version!r}")
+        return release
+
+    # --- HTTP --------------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        @web.middleware
+        async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            return await self._middleware(request, handler)
+
+        app = web.Application(middlewares=[middleware])
+        for path in ("/pypi", "/pypi/", "/RPC2"):
+            app.router.add_post(path, self._handle_xmlrpc)
+        app.router.add_get("/pypi/{name}/json", self._handle_json_api)
+        app.router.add_get("/pypi/{name}/json/", self._handle_json_api)
+        app.router.add_get("/pypi/{name}/{version}/json", self._handle_json_api)
+        app.router.add_get("/simple", self._handle_add_slash)
+        app.router.add_get("/simple/", self._handle_simple_root)
+        app.router.add_get("/simple/{name}", self._handle_add_slash)
+        app.router.add_get("/simple/{name}/", self._handle_simple_detail)
+        app.router.add_get("/packages/{path:.+}", self._handle_package)
+        return app
+
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.request_log.append((request.method, request.path_qs))
+        self._faults = [f for f in self._faults if f.remaining > 0]
+        for fault in self._faults:
+            if request.path.startswith(fault.path_prefix):
+                fault.remaining -= 1
+                logger.debug("injected %d for %s", fault.status, request.path_qs)
+                return web.Response(status=fault.status, text=f"injected {fault.status}\n")
+        return await handler(request)
+
+    def _served_state(self, key: NormalizedName) -> _Project | None:
+        """The project as a page request sees it: stale when a stale answer is due."""
+        if self._stale.get(key, 0) > 0:
+            self._stale[key] -= 1
+            return self._previous.get(key)
+        return self._projects.get(key)
+
+    def _url_of(self, file: _File) -> str:
+        return f"{self.base_url}/packages/{quote(file.path)}"
+
+    async def _handle_xmlrpc(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            params, method = xmlrpc.client.loads(body, use_builtin_types=True)
+        except (ExpatError, xmlrpc.client.ResponseError, ValueError, TypeError) as exc:
+            return _xmlrpc_response(xmlrpc.client.Fault(-32700, f"parse error; {exc}"))
+        result = self._call(method, params)
+        return _xmlrpc_response(result)
+
+    def _call(self, method: str | None, params: tuple[object, ...]) -> _XmlRpcResult:
+        """Run one XML-RPC method; a Fault (returned, not raised) for bad calls."""
+        if method == "changelog_since_serial" and len(params) == 1:
+            return self._changelog_since_serial(params[0])
+        if method == "changelog_last_serial" and not params:
+            return self._serial
+        if method == "list_packages_with_serial" and not params:
+            return {state.display_name: state.last_serial for state in self._projects.values()}
+        if method in {
+            "changelog_since_serial",
+            "changelog_last_serial",
+            "list_packages_with_serial",
+        }:
+            return xmlrpc.client.Fault(
+                -32602, f"client error; {method}: unexpected arguments {list(params)!r}"
+            )
+        return xmlrpc.client.Fault(-32601, "server error; requested method not found")
+
+    def _changelog_since_serial(self, since: object) -> _XmlRpcResult:
+        # Warehouse validates with pydantic StrictInt: a string is a fault, not coerced.
+        if isinstance(since, bool) or not isinstance(since, int):
+            return xmlrpc.client.Fault(
+                -32602, "client error; serial: Input should be a valid integer"
+            )
+        start = bisect.bisect_right(self._journal, since, key=lambda entry: entry.serial)
+        page = self._journal[start : start + self.page_limit]
+        return [[e.name, e.version, e.timestamp, _clean_for_xml(e.action), e.serial] for e in page]
+
+    async def _handle_json_api(self, request: web.Request) -> web.Response:
+        raw = request.match_info["name"]
+        version = request.match_info.get("version")
+        key = canonicalize_name(raw)
+        if raw != key:
+            tail = f"{quote(version)}/json" if version is not None else "json"
+            return _redirect(request, f"/pypi/{key}/{tail}")
+        state = self._served_state(key)
+        if state is None or state.is_quarantined or not state.releases:
+            return _json_not_found()
+        if version is None:
+            selected = _latest_release(state.releases)
+        else:
+            found = _find_release(state.releases, version)
+            if found is None:
+                return _json_not_found()
+            selected = found
+        data: dict[str, object] = {
+            "info": self._json_info(key, state, selected),
+            "last_serial": state.last_serial,
+            "ownership": {"organization": None, "roles": []},
+            "urls": [
+                self._json_file(selected, f)
+                for f in sorted(selected.files, key=lambda f: f.filename)
+            ],
+            "vulnerabilities": [],
+        }
+        if version is None:
+            data["releases"] = {
+                r.version: [self._json_file(r, f) for f in r.files] for r in state.releases
+            }
+        headers = {
+            **_CORS_HEADERS,
+            "Content-Type": "application/json",
+            "Cache-Control": "max-age=900, public",
+            "X-PyPI-Last-Serial": str(state.last_serial),
+        }
+        return web.Response(body=_json_bytes(data), headers=headers)
+
+    def _json_info(
+        self, key: NormalizedName, state: _Project, release: _Release
+    ) -> dict[str, object]:
+        project_url = f"{self.base_url}/project/{key}/"
+        return {
+            "author": "",
+            "author_email": "",
+            "bugtrack_url": None,
+            "classifiers": [],
+            "description": "",
+            "description_content_type": None,
+            "docs_url": None,
+            "download_url": "",
+            "downloads": {"last_day": -1, "last_month": -1, "last_week": -1},
+            "dynamic": None,
+            "home_page": "",
+            "keywords": "",
+            "license": "",
+            "license_expression": None,
+            "license_files": None,
+            "maintainer": "",
+            "maintainer_email": "",
+            "name": state.display_name,
+            "package_url": project_url,
+            "platform": None,
+            "project_url": project_url,
+            "project_urls": None,
+            "provides_extra": None,
+            "release_url": f"{project_url}{release.version}/",
+            "requires_dist": list(release.requires_dist) or None,
+            "requires_python": release.requires_python,
+            "summary": f"{state.display_name}, a fake upstream project",
+            "version": release.version,
+            "yanked": release.yanked,
+            "yanked_reason": release.yanked_reason or None,
+        }
+
+    def _json_file(self, release: _Release, file: _File) -> dict[str, object]:
+        return {
+            "comment_text": None,
+            "core-metadata": _core_metadata_json(file),
+            "digests": {"blake2b_256": file.blake2b_256, "md5": file.md5, "sha256": file.sha256},
+            "downloads": -1,
+            "filename": file.filename,
+            "has_sig": False,
+            "md5_digest": file.md5,
+            "packagetype": file.packagetype,
+            "python_version": file.python_version,
+            "requires_python": file.requires_python,
+            "size": file.size,
+            "upload_time": file.upload_time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "upload_time_iso_8601": format_upload_time(file.upload_time),
+            "url": self._url_of(file),
+            "yanked": release.yanked,
+            "yanked_reason": release.yanked_reason or None,
+        }
+
+    async def _handle_add_slash(self, request: web.Request) -> web.Response:
+        name = request.match_info.get("name")
+        return _redirect(request, "/simple/" if name is None else f"/simple/{quote(name)}/")
+
+    async def _handle_simple_root(self, request: web.Request) -> web.Response:
+        content_type = negotiate(request.headers.get("Accept"))
+        listed = sorted(
+            (key, state) for key, state in self._projects.items() if not state.is_quarantined
+        )
+        if content_type == SIMPLE_JSON:
+            data = {
+                "meta": {"_last-serial": self._serial, "api-version": API_VERSION},
+                "projects": [
+                    {"_last-serial": state.last_serial, "name": state.display_name}
+                    for _, state in listed
+                ],
+            }
+            body = _json_bytes(data)
+        else:
+            links = "".join(
+                f'<a href="/simple/{key}/">{escape(state.display_name)}</a>\n'
+                for key, state in listed
+            )
+            body = (
+                '<!DOCTYPE html>\n<html lang="en">\n  <head>\n'
+                f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
+                "    <title>Simple index</title>\n  </head>\n  <body>\n"
+                f"{links}</body>\n</html>"
+            ).encode()
+        return _simple_response(body, content_type, self._serial)
+
+    async def _handle_simple_detail(self, request: web.Request) -> web.Response:
+        raw = request.match_info["name"]
+        key = canonicalize_name(raw)
+        if raw != key:
+            return _redirect(request, f"/simple/{key}/")
+        state = self._served_state(key)
+        if state is None:
+            return web.Response(status=404, text="404 Not Found")
+        content_type = negotiate(request.headers.get("Accept"))
+        files = state.visible_files()
+        if content_type == SIMPLE_JSON:
+            body = self._simple_json(key, state, files)
+        else:
+            body = self._simple_html(key, state, files)
+        return _simple_response(body, content_type, state.last_serial)
+
+    def _simple_json(
+        self, key: NormalizedName, state: _Project, files: list[tuple[_Release, _File]]
+    ) -> bytes:
+        status: dict[str, str] = {"status": state.status}
+        if state.status_reason:
+            status["reason"] = state.status_reason
+        entries: list[dict[str, object]] = []
+        for release, file in files:
+            core = _core_metadata_json(file)
+            yanked: bool | str = release.yanked
+            if release.yanked and release.yanked_reason:
+                yanked = release.yanked_reason
+            entries.append(
+                {
+                    "core-metadata": core,
+                    "data-dist-info-metadata": core,
+                    "filename": file.filename,
+                    "hashes": {"sha256": file.sha256},
+                    "provenance": None,
+                    "requires-python": file.requires_python,
+                    "size": file.size,
+                    "upload-time": format_upload_time(file.upload_time),
+                    "url": self._url_of(file),
+                    "yanked": yanked,
+                }
+            )
+        versions = sorted({r.version for r, _ in files}, key=version_sort_key)
+        data = {
+            "files": entries,
+            "meta": {"_last-serial": state.last_serial, "api-version": API_VERSION},
+            "name": key,
+            "project-status": status,
+            "versions": versions,
+        }
+        return _json_bytes(data)
+
+    def _simple_html(
+        self, key: NormalizedName, state: _Project, files: list[tuple[_Release, _File]]
+    ) -> bytes:
+        # Warehouse's detail.html template, rendered byte for byte (protocol.md §3.4).
+        anchors: list[str] = []
+        for release, file in files:
+            parts = [f'<a href="{escape(self._url_of(file))}#sha256={file.sha256}" ']
+            if file.requires_python:
+                parts.append(f'data-requires-python="{escape(file.requires_python)}" ')
+            if release.yanked:
+                parts.append(f'data-yanked="{escape(release.yanked_reason)}" ')
+            if file.metadata_sha256 is not None:
+                parts.append(
+                    f'data-dist-info-metadata="sha256={file.metadata_sha256}" '
+                    f'data-core-metadata="sha256={file.metadata_sha256}"'
+                )
+            parts.append(f">{escape(file.filename)}</a><br />\n")
+            anchors.append("".join(parts))
+        text = (
+            '<!DOCTYPE html>\n<html lang="en">\n  <head>\n'
+            f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
+            f'<meta name="pypi:project-status" content="{escape(state.status)}">'
+            f"    <title>Links for {escape(key)}</title>\n  </head>\n  <body>\n"
+            f"    <h1>Links for {escape(key)}</h1>\n"
+            f"{''.join(anchors)}</body>\n</html>\n<!--SERIAL {state.last_serial}-->"
+        )
+        return text.encode()
+
+    async def _handle_package(self, request: web.Request) -> web.Response:
+        path = request.match_info["path"]
+        data = self._blobs.get(path)
+        if data is None:
+            return web.Response(status=404, text="404 Not Found")
+        if path in self._corrupted:
+            data = bytes([data[0] ^ 0xFF]) + data[1:] if data else b"corrupt"
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Accept-Ranges": "bytes",
+            "Cache-Control": "max-age=365000000, immutable, public",
+        }
+        range_header = request.headers.get("Range")
+        if range_header is None:
+            return web.Response(body=data, headers=headers)
+        match = _RANGE_RE.match(range_header.strip())
+        start = int(match.group(1)) if match else len(data)
+        end = int(match.group(2)) if match and match.group(2) else len(data) - 1
+        if start >= len(data) or end < start:
+            headers["Content-Range"] = f"bytes */{len(data)}"
+            return web.Response(status=416, headers=headers)
+        end = min(end, len(data) - 1)
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        return web.Response(status=206, body=data[start : end + 1], headers=headers)
+
+
+# --- pure helpers for the handlers ---------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def negotiate(accept: str | None) -> str:
+    """Pick the simple-page Content-Type as Warehouse does (protocol.md §3.2).
+
+    Offers are text/html, v1+html, v1+json in that order; for each, the q of the most
+    specific matching media range counts; q=0 excludes; the highest q wins and ties
+    go to the earlier offer. No header, no match or an unparsable header: text/html.
+    """
+    if not accept:
+        return TEXT_HTML
+    ranges: list[tuple[str, float]] = []
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        if not media:
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    return TEXT_HTML
+        ranges.append((media.lower(), q))
+    best_quality = 0.0
+    chosen = TEXT_HTML
+    for offer in _OFFERS:  # strictly greater: ties keep the earlier offer
+        quality = _offer_quality(offer, ranges)
+        if quality is not None and quality > best_quality:
+            best_quality = quality
+            chosen = offer
+    return chosen
+
+
+def _offer_quality(offer: str, ranges: list[tuple[str, float]]) -> float | None:
+    offer_type = offer.split("/", maxsplit=1)[0]
+    found: tuple[int, float] | None = None
+    for media, q in ranges:
+        if media == offer:
+            specificity = 3
+        elif media == f"{offer_type}/*":
+            specificity = 2
+        elif media == "*/*":
+            specificity = 1
+        else:
+            continue
+        if found is None or specificity > found[0]:
+            found = (specificity, q)
+    return found[1] if found is not None else None
+
+
+def escape(text: str) -> str:
+    """MarkupSafe's escaping, as Warehouse's Jinja2 autoescape applies it."""
+    return (
+        text.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&#34;")
+        .replace("'", "&#39;")
+    )
+
+
+def _clean_for_xml(text: str) -> str:
+    """Warehouse's ``_clean_for_xml``: non-ASCII as ``&#NNN;``, XML-illegal code
+    points dropped."""
+    ascii_text = text.encode("ascii", "xmlcharrefreplace").decode("ascii")
+    return _XML_ILLEGAL_RE.sub("", ascii_text)
+
+
+def _xmlrpc_response(result: _XmlRpcResult) -> web.Response:
+    if isinstance(result, xmlrpc.client.Fault):
+        body = xmlrpc.client.dumps(result, methodresponse=True)
+    else:
+        body = xmlrpc.client.dumps((result,), methodresponse=True, allow_none=True)
+    return web.Response(body=body.encode(), headers={"Content-Type": "text/xml"})
+
+
+def _json_bytes(data: object) -> bytes:
+    """Warehouse's ``json-with-newline`` renderer: compact, sorted keys, UTF-8."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return f"{text}\n".encode()
+
+
+def _json_not_found() -> web.Response:
+    return web.Response(
+        status=404,
+        body=_json_bytes({"message": "Not Found"}),
+        headers={**_CORS_HEADERS, "Content-Type": "application/json"},
+    )
+
+
+def _simple_response(body: bytes, content_type: str, serial: int) -> web.Response:
+    headers = {
+        "Content-Type": content_type,
+        "Vary": "Accept",
+        "X-PyPI-Last-Serial": str(serial),
+        "Cache-Control": "max-age=600, public",
+    }
+    return web.Response(body=body, headers=headers)
+
+
+def _redirect(request: web.Request, path: str) -> web.Response:
+    """301 to ``path``, keeping the query string (cache-busters survive)."""
+    location = f"{path}?{request.query_string}" if request.query_string else path
+    return web.Response(status=301, headers={**_CORS_HEADERS, "Location": location})
+
+
+def _core_metadata_json(file: _File) -> dict[str, str] | bool:
+    if file.metadata_sha256 is None:
+        return False
+    return {"sha256": file.metadata_sha256}
+
+
+def _latest_release(releases: Sequence[_Release]) -> _Release:
+    """Warehouse's pick for ``info``: not yanked first, then final releases, then the
+    highest version."""
+
+    def rank(release: _Release) -> tuple[bool, bool, tuple[int, Version | str]]:
+        try:
+            prerelease = Version(release.version).is_prerelease
+        except InvalidVersion:
+            prerelease = False
+        return (not release.yanked, not prerelease, version_sort_key(release.version))
+
+    return max(releases, key=rank)
+
+
+def _find_release(releases: Sequence[_Release], version: str) -> _Release | None:
+    """Exact version string first, then the PEP 440 canonical form (``4.2.0`` finds
+    ``4.2``), as Warehouse looks releases up."""
+    for release in releases:
+        if release.version == version:
+            return release
+    wanted = canonicalize_version(version)
+    return next((r for r in releases if canonicalize_version(r.version) == wanted), None)
+
+
+def _file_kind(filename: str) -> tuple[str, str]:
+    """``(packagetype, python_version)`` as an upload form would give them."""
+    if filename.endswith(".whl"):
+        return "bdist_wheel", filename[:-4].split("-")[-3]
+    legacy = {".egg": "bdist_egg", ".exe": "bdist_wininst", ".msi": "bdist_msi"}
+    for suffix, packagetype in legacy.items():
+        if filename.endswith(suffix):
+            return packagetype, "any"
+    return "sdist", "source"
+
+
+def _requires_dist(metadata: bytes) -> tuple[str, ...]:
+    message = email.parser.BytesParser().parsebytes(metadata, headersonly=True)
+    return tuple(message.get_all("Requires-Dist") or ())
+
+
+def _journal_time(serial: int, *, fraction: bool) -> datetime:
+    """Deterministic time for a serial: one minute apart, with microseconds when asked
+    (PyPI's upload times carry them; journal timestamps are whole seconds)."""
+    moment = _JOURNAL_EPOCH + timedelta(minutes=serial)
+    if fraction:
+        moment = moment.replace(microsecond=(serial * 7919) % 1_000_000)
+    return moment
