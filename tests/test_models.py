@@ -258,7 +258,11 @@ class TestPypiJson:
 @pytest.mark.parametrize(
     ("url", "filename", "expected"),
     [
-        (f"{BASE}/demo-1.0.tar.gz", "demo-1.0.tar.gz", f"packages/ab/cd/{'e' * 60}/demo-1.0.tar.gz"),
+        (
+            f"{BASE}/demo-1.0.tar.gz",
+            "demo-1.0.tar.gz",
+            f"packages/ab/cd/{'e' * 60}/demo-1.0.tar.gz",
+        ),
         (
             "https://h/packages/source/r/requests/requests-2.0.tar.gz",
             "requests-2.0.tar.gz",
@@ -295,7 +299,9 @@ def test_package_path_refuses_unsafe_urls(url: str, filename: str) -> None:
 
 def test_changelog_row_parsing() -> None:
     entry = ChangelogEntry.from_row(["Foo", None, 1, "create", 5], index=0)
-    assert entry == ChangelogEntry(name="Foo", version=None, timestamp=1, action="create", serial=Serial(5))
+    assert entry == ChangelogEntry(
+        name="Foo", version=None, timestamp=1, action="create", serial=Serial(5)
+    )
     with pytest.raises(MalformedResponseError, match=r"\[3\]: expected 5 values"):
         ChangelogEntry.from_row(["Foo", None, 1, "create"], index=3)
     with pytest.raises(MalformedResponseError, match=r"\[0\]: expected an array"):
@@ -304,7 +310,9 @@ def test_changelog_row_parsing() -> None:
 
 def test_changed_projects_keeps_the_highest_serial_per_normalized_name() -> None:
     rows = [
-        ChangelogEntry(name="Foo_Bar", version="1", timestamp=0, action="new release", serial=Serial(3)),
+        ChangelogEntry(
+            name="Foo_Bar", version="1", timestamp=0, action="new release", serial=Serial(3)
+        ),
         ChangelogEntry(name="foo.bar", version="1", timestamp=0, action="remove", serial=Serial(9)),
         ChangelogEntry(name="FOO-BAR", version="1", timestamp=0, action="x", serial=Serial(4)),
         ChangelogEntry(name="", version="", timestamp=0, action="keyrotate ", serial=Serial(10)),
@@ -322,7 +330,14 @@ def test_project_name_normalizes_and_refuses_impossible_names() -> None:
 
 def test_version_sort_key_puts_legacy_versions_first() -> None:
     versions = ["1.10", "1.9", "banana", "1.0rc1", "2!0.1", "1.0"]
-    assert sorted(versions, key=version_sort_key) == ["banana", "1.0rc1", "1.0", "1.9", "1.10", "2!0.1"]
+    assert sorted(versions, key=version_sort_key) == [
+        "banana",
+        "1.0rc1",
+        "1.0",
+        "1.9",
+        "1.10",
+        "2!0.1",
+    ]
 
 
 def test_format_upload_time_matches_warehouse() -> None:
