@@ -1,0 +1,502 @@
+"""One sync run: find what changed upstream, bring those projects in step, write pages.
+
+The order of effects for a project is what keeps a client from ever seeing a broken
+mirror (see ``docs/architecture.md``): verified files land and are recorded first,
+then the pages that link them are replaced atomically, then one state transaction
+commits the project and moves files the page no longer links to the garbage table,
+and only then are those files unlinked.
+
+A project that fails stays in the todo queue with its error and a next-attempt time;
+it never holds back the mirror's serial, which advances as soon as the changes are
+safely queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import posixpath
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Literal
+
+from packaging.utils import NormalizedName
+
+from mirror.errors import MirrorError, ProjectNotFoundError
+from mirror.models import DistFile, ListedProject, PackagePath, ProjectDetail, Serial
+from mirror.models import changed_projects as fold_changelog
+from mirror.simple import (
+    render_project_html,
+    render_project_json,
+    render_root_html,
+    render_root_json,
+)
+from mirror.state import StateStore, StoredFile, TodoItem
+from mirror.storage import Storage, StoredBlob
+from mirror.upstream import Upstream
+
+logger = logging.getLogger(__name__)
+
+PageFormat = Literal["html", "json"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncOptions:
+    """How a run behaves; built from the config by the CLI."""
+
+    workers: int = 4
+    download_concurrency: int = 16
+    formats: frozenset[str] = frozenset({"html", "json"})
+    keep_json: bool = False
+    metadata_source: Literal["simple", "json"] = "simple"
+    retry_base_seconds: float = 300.0
+    retry_max_seconds: float = 86_400.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProjectFailure:
+    """A project that could not be brought in step during a run."""
+
+    name: NormalizedName
+    error: str
+    attempts: int
+    next_attempt: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncReport:
+    """What a run did; ``ok`` is what the exit code reports."""
+
+    serial: Serial | None
+    projects_synced: int
+    projects_removed: int
+    failures: tuple[ProjectFailure, ...]
+    files_downloaded: int
+    bytes_downloaded: int
+    files_deleted: int
+    pending: int
+    """Projects still in the todo queue (failed ones waiting for their next attempt)."""
+    elapsed_seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when every project this run attempted is in step."""
+        return not self.failures
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Counters shared by the workers of one run (only touched on the event loop)."""
+
+    synced: int = 0
+    removed: int = 0
+    files_downloaded: int = 0
+    bytes_downloaded: int = 0
+    files_deleted: int = 0
+    failures: list[ProjectFailure] = field(default_factory=list)
+    root_dirty: bool = False
+
+
+class Syncer:
+    """Runs syncs of one mirror directory against one upstream.
+
+    The caller owns the resources (upstream session, storage, state store) and holds
+    the mirror directory's lock for the whole run.
+    """
+
+    def __init__(
+        self,
+        *,
+        upstream: Upstream,
+        storage: Storage,
+        state: StateStore,
+        options: SyncOptions,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._upstream = upstream
+        self._storage = storage
+        self._state = state
+        self._options = options
+        self._clock = clock
+        self._download_slots = asyncio.Semaphore(options.download_concurrency)
+
+    async def run(self, *, projects: Sequence[NormalizedName] | None = None) -> SyncReport:
+        """Bring the mirror in step with upstream.
+
+        With ``projects``, sync just those (whatever their serial) and leave the
+        mirror's serial and todo queue alone. Otherwise read upstream's changes since
+        the mirror serial (the full listing on the first run), queue them, advance the
+        serial, and work through every due item in the queue.
+        """
+        started = time.monotonic()
+        tally = _Tally()
+        await self._collect_garbage(tally)
+        if projects is not None:
+            items = [
+                TodoItem(
+                    name=name,
+                    serial=Serial(0),
+                    display_name=None,
+                    attempts=0,
+                    next_attempt=0.0,
+                    last_error=None,
+                )
+                for name in dict.fromkeys(projects)
+            ]
+        else:
+            await self._queue_changes()
+            items = await asyncio.to_thread(self._state.due, self._clock())
+        logger.info("%d project(s) to sync", len(items))
+        await self._sync_projects(items, tally)
+        serial = await asyncio.to_thread(self._state.mirror_serial)
+        if tally.root_dirty or not await self._storage.exists("simple/index.html"):
+            await self._write_root(serial)
+        await self._storage.write_bytes(
+            "last-modified", datetime.now(UTC).strftime("%Y%m%dT%H:%M:%S\n").encode()
+        )
+        pending = await asyncio.to_thread(self._state.todo_count)
+        return SyncReport(
+            serial=serial,
+            projects_synced=tally.synced,
+            projects_removed=tally.removed,
+            failures=tuple(sorted(tally.failures, key=lambda f: f.name)),
+            files_downloaded=tally.files_downloaded,
+            bytes_downloaded=tally.bytes_downloaded,
+            files_deleted=tally.files_deleted,
+            pending=pending,
+            elapsed_seconds=time.monotonic() - started,
+        )
+
+    # --- change detection -----------------------------------------------------------
+
+    async def _queue_changes(self) -> None:
+        """Queue every upstream change since the mirror serial and advance the serial.
+
+        The queue insert and the serial update are one transaction, so a crash either
+        loses both (the next run reads the same changes again) or keeps both.
+        """
+        serial = await asyncio.to_thread(self._state.mirror_serial)
+        display_names: dict[NormalizedName, str] = {}
+        if serial is None:
+            # Read the last serial first: a change that lands while the listing is built
+            # is then seen again by the next run's changelog, never missed.
+            last = await self._upstream.changelog_last_serial()
+            listing = await self._upstream.list_packages_with_serial()
+            changes = {p.name: p.serial for p in listing}
+            display_names = {p.name: p.display_name for p in listing}
+            # Projects we hold that upstream no longer lists are queued too: they will
+            # answer 404 and be removed.
+            for row in await asyncio.to_thread(lambda: list(self._state.iter_projects())):
+                changes.setdefault(row.name, Serial(0))
+            new_serial = max([last, *changes.values()])
+            logger.info("first sync: upstream lists %d projects, serial %d", len(listing), last)
+        else:
+            entries = await self._upstream.changelog_since_serial(serial)
+            changes = fold_changelog(entries)
+            new_serial = max([serial, *(e.serial for e in entries)])
+            logger.info(
+                "%d changelog rows since serial %d: %d project(s) changed, upstream at %d",
+                len(entries),
+                serial,
+                len(changes),
+                new_serial,
+            )
+        await asyncio.to_thread(
+            lambda: self._state.enqueue(
+                changes,
+                display_names=display_names,
+                mirror_serial=Serial(new_serial),
+                now=self._clock(),
+            )
+        )
+
+    # --- the worker pool ----------------------------------------------------------
+
+    async def _sync_projects(self, items: Sequence[TodoItem], tally: _Tally) -> None:
+        queue: asyncio.Queue[TodoItem] = asyncio.Queue()
+        for item in items:
+            queue.put_nowait(item)
+
+        async def worker() -> None:
+            while True:
+                try:
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                await self._sync_one(item, tally)
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(self._options.workers, len(items))):
+                group.create_task(worker())
+
+    async def _sync_one(self, item: TodoItem, tally: _Tally) -> None:
+        started = time.monotonic()
+        try:
+            removed = await self._sync_project(item, tally)
+        except MirrorError as exc:
+            failure = await self._record_failure(item, exc)
+            tally.failures.append(failure)
+            logger.error(
+                "project %s failed (attempt %d, next try in %.0fs): %s",
+                item.name,
+                failure.attempts,
+                max(0.0, failure.next_attempt - self._clock()),
+                exc,
+            )
+            return
+        if removed:
+            tally.removed += 1
+        else:
+            tally.synced += 1
+        tally.root_dirty = True
+        logger.debug("project %s done in %.2fs", item.name, time.monotonic() - started)
+
+    async def _record_failure(self, item: TodoItem, exc: MirrorError) -> ProjectFailure:
+        current = await asyncio.to_thread(self._state.todo_item, item.name)
+        attempts = current.attempts if current is not None else item.attempts
+        delay = min(
+            self._options.retry_max_seconds,
+            self._options.retry_base_seconds * (2**attempts),
+        )
+        next_attempt = self._clock() + delay
+        if current is None:
+            # An explicitly requested project (``--project``) is not in the queue: report
+            # it without queueing, the operator asked for a one-off.
+            return ProjectFailure(
+                name=item.name, error=str(exc), attempts=1, next_attempt=next_attempt
+            )
+        updated = await asyncio.to_thread(
+            lambda: self._state.record_failure(item.name, error=str(exc), next_attempt=next_attempt)
+        )
+        return ProjectFailure(
+            name=item.name,
+            error=str(exc),
+            attempts=updated.attempts,
+            next_attempt=updated.next_attempt,
+        )
+
+    # --- one project ----------------------------------------------------------------
+
+    async def _sync_project(self, item: TodoItem, tally: _Tally) -> bool:
+        """Bring one project in step. Returns True when it was removed (404 upstream)."""
+        min_serial = item.serial if item.serial > 0 else None
+        try:
+            detail = await self._upstream.project_detail(
+                item.name, min_serial=min_serial, source=self._options.metadata_source
+            )
+        except ProjectNotFoundError:
+            await self._remove_project(item.name, tally)
+            return True
+        stored = await asyncio.to_thread(self._state.project_files, item.name)
+        await self._fetch_files(detail, stored, tally)
+        stored = await asyncio.to_thread(self._state.project_files, item.name)
+        published = _published(detail, stored)
+        row = await asyncio.to_thread(self._state.project, item.name)
+        display_name = (
+            detail.display_name
+            or item.display_name
+            or (row.display_name if row is not None else None)
+            or await self._display_name_from_json(item.name)
+        )
+        await self._write_project_pages(published, display_name)
+        garbage = await asyncio.to_thread(
+            lambda: self._state.commit_project(
+                name=item.name,
+                display_name=display_name,
+                serial=detail.serial,
+                status=detail.status.status,
+                keep={f.path for f in published.files},
+            )
+        )
+        await self._delete_files(garbage, tally)
+        logger.info(
+            "synced %s at serial %d: %d file(s) listed, %d removed",
+            item.name,
+            detail.serial,
+            len(published.files),
+            len(garbage),
+        )
+        return False
+
+    async def _display_name_from_json(self, name: NormalizedName) -> str:
+        """The project's name as its author spells it, for a project first seen through
+        ``--project``: PEP 691 pages carry only the normalized name, the JSON API has
+        the other. One extra request, made once per project."""
+        try:
+            detail = await self._upstream.project_detail(name, min_serial=None, source="json")
+        except ProjectNotFoundError:
+            # The JSON API 404s for a project without releases.
+            return name
+        return detail.display_name or name
+
+    async def _fetch_files(
+        self,
+        detail: ProjectDetail,
+        stored: dict[PackagePath, StoredFile],
+        tally: _Tally,
+    ) -> None:
+        """Download every file (and ``.metadata``) the project lacks, concurrently.
+
+        Every file is attempted even when one fails (a file that fails today should
+        not stop its siblings from landing); the first error is then raised.
+        """
+        wanted = [f for f in detail.files if _needs_fetch(f, stored.get(f.path))]
+        errors: list[MirrorError] = []
+
+        async def fetch(dist: DistFile) -> None:
+            try:
+                await self._fetch_file(detail.name, dist, stored.get(dist.path), tally)
+            except MirrorError as exc:
+                logger.warning("%s: %s", dist.filename, exc)
+                errors.append(exc)
+
+        async with asyncio.TaskGroup() as group:
+            for dist in wanted:
+                group.create_task(fetch(dist))
+        if errors:
+            raise errors[0]
+
+    async def _fetch_file(
+        self, project: NormalizedName, dist: DistFile, known: StoredFile | None, tally: _Tally
+    ) -> None:
+        async with self._download_slots:
+            blob: StoredBlob | None
+            if known is not None and known.sha256 == dist.sha256:
+                blob = StoredBlob(sha256=known.sha256, size=known.size)
+            else:
+                blob = await self._adopt(dist.path, dist.sha256, dist.size)
+            if blob is None:
+                blob = await self._download(dist.path, dist.url, dist.sha256, dist.size, tally)
+            metadata: StoredBlob | None = None
+            if dist.core_metadata:
+                metadata = await self._adopt(dist.metadata_path, dist.core_metadata_sha256, None)
+                if metadata is None:
+                    metadata = await self._download(
+                        dist.metadata_path,
+                        dist.metadata_url,
+                        dist.core_metadata_sha256,
+                        None,
+                        tally,
+                    )
+        record = StoredFile(
+            path=dist.path,
+            project=project,
+            filename=dist.filename,
+            size=blob.size,
+            sha256=blob.sha256,
+            metadata_sha256=metadata.sha256 if metadata is not None else None,
+            metadata_size=metadata.size if metadata is not None else None,
+        )
+        await asyncio.to_thread(self._state.record_file, record)
+
+    async def _adopt(
+        self, path: PackagePath, sha256: str | None, size: int | None
+    ) -> StoredBlob | None:
+        """Return the blob when a matching file is already on disk (a run killed after
+        the rename but before the state commit, or an existing bandersnatch tree)."""
+        if sha256 is None or not await self._storage.exists(path):
+            return None
+        blob = await self._storage.hash_file(path)
+        if blob.sha256 == sha256 and (size is None or blob.size == size):
+            logger.debug("adopted %s already on disk", path)
+            return blob
+        return None
+
+    async def _download(
+        self,
+        path: PackagePath,
+        url: str,
+        sha256: str | None,
+        size: int | None,
+        tally: _Tally,
+    ) -> StoredBlob:
+        # A run killed mid-download left its temp file in this directory; nothing else
+        # would ever find it.
+        await self._storage.remove_stale_temps(posixpath.dirname(path))
+        blob = await self._upstream.download(
+            url,
+            lambda chunks: self._storage.store_stream(path, chunks, sha256=sha256, size=size),
+        )
+        tally.files_downloaded += 1
+        tally.bytes_downloaded += blob.size
+        return blob
+
+    async def _write_project_pages(self, detail: ProjectDetail, display_name: str) -> None:
+        base = f"simple/{detail.name}"
+        await self._storage.remove_stale_temps(base)
+        if "html" in self._options.formats:
+            html = render_project_html(detail, display_name=display_name)
+            await self._storage.write_bytes(f"{base}/index.html", html)
+            await self._storage.write_bytes(f"{base}/index.v1_html", html)
+        if "json" in self._options.formats:
+            await self._storage.write_bytes(f"{base}/index.v1_json", render_project_json(detail))
+        if self._options.keep_json:
+            try:
+                raw = await self._upstream.project_json_raw(detail.name)
+            except ProjectNotFoundError:
+                # The JSON API 404s for a project without releases; its simple page exists.
+                await self._storage.delete(f"pypi/{detail.name}/json")
+            else:
+                await self._storage.write_bytes(f"pypi/{detail.name}/json", raw)
+
+    async def _remove_project(self, name: NormalizedName, tally: _Tally) -> None:
+        """Upstream no longer has the project: pages go first, then its files."""
+        await self._storage.delete_tree(f"simple/{name}")
+        await self._storage.delete_tree(f"pypi/{name}")
+        garbage = await asyncio.to_thread(self._state.remove_project, name)
+        await self._delete_files(garbage, tally)
+        logger.info("removed %s: gone upstream (%d file(s) deleted)", name, len(garbage))
+
+    async def _delete_files(self, paths: Iterable[PackagePath], tally: _Tally) -> None:
+        paths = list(paths)
+        for path in paths:
+            await self._storage.delete(path)
+        if paths:
+            await asyncio.to_thread(self._state.forget_garbage, paths)
+            tally.files_deleted += len(paths)
+
+    async def _collect_garbage(self, tally: _Tally) -> None:
+        """Unlink files a previous run committed away but did not get to delete."""
+        garbage = await asyncio.to_thread(self._state.garbage)
+        if garbage:
+            logger.info("collecting %d file(s) left by an interrupted run", len(garbage))
+            await self._delete_files(garbage, tally)
+
+    async def _write_root(self, serial: Serial | None) -> None:
+        rows = await asyncio.to_thread(lambda: list(self._state.iter_projects()))
+        listed = [
+            ListedProject(name=row.name, display_name=row.display_name, serial=row.serial)
+            for row in rows
+        ]
+        await self._storage.remove_stale_temps("simple")
+        if "html" in self._options.formats:
+            html = render_root_html(listed)
+            await self._storage.write_bytes("simple/index.html", html)
+            await self._storage.write_bytes("simple/index.v1_html", html)
+        if "json" in self._options.formats:
+            body = render_root_json(listed, serial=serial if serial is not None else Serial(0))
+            await self._storage.write_bytes("simple/index.v1_json", body)
+        logger.info("wrote the root index: %d project(s)", len(listed))
+
+
+def _needs_fetch(dist: DistFile, known: StoredFile | None) -> bool:
+    if known is None or known.sha256 != dist.sha256:
+        return True
+    return dist.core_metadata and known.metadata_sha256 is None
+
+
+def _published(detail: ProjectDetail, stored: dict[PackagePath, StoredFile]) -> ProjectDetail:
+    """The detail as the mirror publishes it: only files verified on disk, each
+    advertising the ``.metadata`` hash we verified ourselves."""
+    files = tuple(
+        replace(
+            dist,
+            core_metadata=known.metadata_sha256 is not None,
+            core_metadata_sha256=known.metadata_sha256,
+        )
+        for dist in detail.files
+        if (known := stored.get(dist.path)) is not None and known.sha256 == dist.sha256
+    )
+    return replace(detail, files=files)

@@ -1,0 +1,69 @@
+"""Running syncs in-process against the fake upstream, for the integration tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.utils import NormalizedName, canonicalize_name
+
+from mirror.state import StateStore
+from mirror.storage import FileSystemStorage, Storage
+from mirror.sync import Syncer, SyncOptions, SyncReport
+from mirror.testing import FakeUpstream
+from mirror.upstream import Upstream, UpstreamSettings
+
+
+async def no_sleep(seconds: float) -> None:
+    """Injected instead of asyncio.sleep so retries never make a test wait."""
+    del seconds
+
+
+@dataclass
+class Clock:
+    """A clock the test moves by hand (back-off times are compared with it)."""
+
+    now: float = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class MirrorRunner:
+    """Runs syncs of one mirror directory against the fake upstream, in-process."""
+
+    upstream: FakeUpstream
+    directory: Path
+    clock: Clock = field(default_factory=Clock)
+    options: SyncOptions = field(
+        default_factory=lambda: SyncOptions(workers=3, retry_base_seconds=60)
+    )
+    storage_factory: Callable[[Path], Storage] = FileSystemStorage
+
+    @property
+    def web(self) -> Path:
+        return self.directory / "web"
+
+    def state(self) -> StateStore:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return StateStore.open(self.directory / "mirror.db")
+
+    async def sync(self, projects: Sequence[str] | None = None) -> SyncReport:
+        names: list[NormalizedName] | None = (
+            [canonicalize_name(p) for p in projects] if projects is not None else None
+        )
+        settings = UpstreamSettings(
+            base_url=self.upstream.base_url, retries=2, backoff_base_seconds=0.0
+        )
+        async with Upstream(settings, sleep=no_sleep) as client:
+            with self.state() as state:
+                syncer = Syncer(
+                    upstream=client,
+                    storage=self.storage_factory(self.web),
+                    state=state,
+                    options=self.options,
+                    clock=self.clock,
+                )
+                return await syncer.run(projects=names)

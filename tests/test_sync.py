@@ -1,0 +1,479 @@
+"""The sync engine against the fake upstream over real loopback HTTP, in a temp dir."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from packaging.utils import canonicalize_name
+
+from mirror.errors import StorageError
+from mirror.storage import FileSystemStorage, StoredBlob
+from mirror.sync import SyncOptions
+from mirror.testing import FakeUpstream, make_wheel
+from tests.harness import MirrorRunner
+from tests.mirrorcheck import (
+    assert_consistent,
+    assert_matches_upstream,
+    files_on_disk,
+    published_files,
+)
+
+
+def seed(upstream: FakeUpstream) -> None:
+    upstream.add_release("Alpha", "1.0")
+    upstream.add_release("Alpha", "1.1", requires_python=">=3.8")
+    upstream.add_release("beta.lib", "0.1", requires_dist=["Alpha>=1.0"])
+    upstream.add_release("gamma", "2.0", wheel=False)
+
+
+async def test_first_sync_mirrors_everything_upstream_lists(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    seed(upstream)
+    report = await runner.sync()
+    assert report.ok
+    assert report.projects_synced == 3
+    assert report.serial == upstream.serial
+    await assert_matches_upstream(runner.directory, upstream)
+    web = runner.web
+    for name in ["alpha", "beta-lib", "gamma"]:
+        page = web / "simple" / name
+        assert (page / "index.html").read_bytes() == (page / "index.v1_html").read_bytes()
+    root = json.loads((web / "simple" / "index.v1_json").read_bytes())
+    assert root["meta"]["_last-serial"] == upstream.serial
+    assert {p["name"]: p["_last-serial"] > 0 for p in root["projects"]} == {
+        "Alpha": True,
+        "beta.lib": True,
+        "gamma": True,
+    }
+    assert b'href="alpha/"' in (web / "simple" / "index.html").read_bytes()
+    assert (web / "last-modified").read_text().endswith("\n")
+    wheels = [f for f in published_files(web, "alpha").values() if f.core_metadata]
+    assert len(wheels) == 2, "both wheels advertise the .metadata that was mirrored"
+    with runner.state() as state:
+        totals = state.totals()
+        assert totals.projects == 3
+        assert totals.files == 7
+        assert totals.bytes == sum(
+            p.stat().st_size for p in (web / "packages").rglob("*") if p.is_file()
+        )
+
+
+async def test_nothing_new_costs_one_changelog_call_and_no_downloads(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    seed(upstream)
+    await runner.sync()
+    upstream.request_log.clear()
+    report = await runner.sync()
+    assert report.ok
+    assert report.projects_synced == 0
+    assert report.files_downloaded == 0
+    assert [path for _, path in upstream.request_log] == ["/pypi"]
+
+
+async def test_each_kind_of_upstream_change_is_followed(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    seed(upstream)
+    await runner.sync()
+
+    upstream.add_release("Alpha", "2.0")
+    report = await runner.sync()
+    assert report.projects_synced == 1
+    assert report.files_downloaded == 3, "sdist, wheel and the wheel's .metadata"
+    await assert_matches_upstream(runner.directory, upstream)
+
+    upstream.remove_file("Alpha", "alpha-1.0.tar.gz")
+    report = await runner.sync()
+    assert report.files_deleted == 1
+    assert "alpha-1.0.tar.gz" not in files_on_disk(runner.directory)
+    await assert_matches_upstream(runner.directory, upstream)
+
+    upstream.remove_release("Alpha", "1.1")
+    await runner.sync()
+    assert not any("1.1" in name for name in files_on_disk(runner.directory))
+    await assert_matches_upstream(runner.directory, upstream)
+
+    upstream.yank("beta.lib", "0.1", reason="broken <build>")
+    await runner.sync()
+    assert {f.yanked for f in published_files(runner.web, "beta-lib").values()} == {
+        "broken <build>"
+    }
+    html = (runner.web / "simple" / "beta-lib" / "index.html").read_text()
+    assert 'data-yanked="broken &lt;build&gt;"' in html
+    await assert_matches_upstream(runner.directory, upstream)
+
+    upstream.unyank("beta.lib", "0.1")
+    await runner.sync()
+    assert {f.yanked for f in published_files(runner.web, "beta-lib").values()} == {False}
+    assert "data-yanked" not in (runner.web / "simple" / "beta-lib" / "index.html").read_text()
+
+    upstream.yank("gamma", "2.0")
+    await runner.sync()
+    assert 'data-yanked=""' in (runner.web / "simple" / "gamma" / "index.html").read_text()
+
+    upstream.add_release("Delta", "0.0.1")
+    report = await runner.sync()
+    assert report.projects_synced == 1
+    await assert_matches_upstream(runner.directory, upstream)
+
+
+async def test_a_project_removed_upstream_disappears_from_pages_and_disk(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    seed(upstream)
+    await runner.sync()
+    upstream.remove_project("gamma")
+    report = await runner.sync()
+    assert report.projects_removed == 1
+    assert not (runner.web / "simple" / "gamma").exists()
+    assert not any(name.startswith("gamma") for name in files_on_disk(runner.directory))
+    root = (runner.web / "simple" / "index.html").read_text()
+    assert "gamma" not in root
+    await assert_matches_upstream(runner.directory, upstream)
+    with runner.state() as state:
+        assert state.project(canonicalize_name("gamma")) is None
+
+
+async def test_a_project_recreated_after_removal_starts_afresh(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    seed(upstream)
+    await runner.sync()
+    upstream.remove_project("gamma")
+    upstream.add_release("Gamma", "3.0")
+    await runner.sync()
+    await assert_matches_upstream(runner.directory, upstream)
+    assert set(published_files(runner.web, "gamma")) == {
+        "gamma-3.0.tar.gz",
+        "gamma-3.0-py3-none-any.whl",
+    }
+
+
+async def test_explicit_projects_sync_only_those_and_leave_the_serial(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    seed(upstream)
+    report = await runner.sync(projects=["beta.lib"])
+    assert report.ok
+    assert report.serial is None, "a --project run does not claim the whole mirror is in step"
+    assert {p.name for p in (runner.web / "simple").iterdir() if p.is_dir()} == {"beta-lib"}
+    root = json.loads((runner.web / "simple" / "index.v1_json").read_bytes())
+    assert [p["name"] for p in root["projects"]] == ["beta.lib"]
+    assert_consistent(runner.directory)
+
+
+class FailingStorage(FileSystemStorage):
+    """A disk that refuses every file whose name contains ``poison``."""
+
+    async def store_stream(
+        self,
+        relative: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        sha256: str | None,
+        size: int | None,
+        max_size: int | None = None,
+    ) -> StoredBlob:
+        if "poison" in relative:
+            raise StorageError(f"{relative}: injected failure")
+        return await super().store_stream(
+            relative, chunks, sha256=sha256, size=size, max_size=max_size
+        )
+
+
+async def test_a_failing_project_does_not_block_the_rest_or_the_serial(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    seed(upstream)
+    upstream.add_release("poison", "1.0")
+    runner.storage_factory = FailingStorage
+    report = await runner.sync()
+    assert not report.ok
+    assert [f.name for f in report.failures] == ["poison"]
+    assert "injected failure" in report.failures[0].error
+    assert report.projects_synced == 3
+    assert report.serial == upstream.serial, "the failure does not hold back the serial"
+    assert not (runner.web / "simple" / "poison").exists(), "no page links a missing file"
+    assert_consistent(runner.directory)
+    with runner.state() as state:
+        item = state.todo_item(canonicalize_name("poison"))
+        assert item is not None
+        assert item.attempts == 1
+        assert item.next_attempt == runner.clock.now + 60
+
+    # Before its back-off expires, the next run leaves it alone but follows new changes.
+    upstream.add_release("Alpha", "3.0")
+    report = await runner.sync()
+    assert report.ok
+    assert report.projects_synced == 1
+    assert report.pending == 1
+
+    # Once due, and with the disk fixed, it lands.
+    runner.clock.now += 61
+    runner.storage_factory = FileSystemStorage
+    report = await runner.sync()
+    assert report.ok
+    assert report.projects_synced == 1
+    assert report.pending == 0
+    await assert_matches_upstream(runner.directory, upstream)
+
+
+async def test_a_failing_project_backs_off_exponentially(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    upstream.add_release("poison", "1.0")
+    runner.storage_factory = FailingStorage
+    delays = []
+    for _ in range(3):
+        report = await runner.sync()
+        (failure,) = report.failures
+        delays.append(failure.next_attempt - runner.clock.now)
+        runner.clock.now = failure.next_attempt
+    assert delays == [60, 120, 240]
+
+
+class InterruptingStorage(FileSystemStorage):
+    """Cancels the run once ``limit`` files have landed, like a SIGINT mid-sync."""
+
+    limit = 4
+    stored = 0
+    task: asyncio.Task[object] | None = None
+
+    async def store_stream(
+        self,
+        relative: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        sha256: str | None,
+        size: int | None,
+        max_size: int | None = None,
+    ) -> StoredBlob:
+        blob = await super().store_stream(
+            relative, chunks, sha256=sha256, size=size, max_size=max_size
+        )
+        type(self).stored += 1
+        if type(self).stored == self.limit and self.task is not None:
+            self.task.cancel()
+        return blob
+
+
+async def test_an_interrupted_sync_resumes_without_downloading_again(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    for i in range(6):
+        upstream.add_release(f"proj{i}", "1.0")
+    runner.storage_factory = InterruptingStorage
+    task = asyncio.create_task(runner.sync())
+    InterruptingStorage.task = task
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert_consistent(runner.directory)
+    with runner.state() as state:
+        assert state.mirror_serial() == upstream.serial
+        assert state.todo_count() > 0, "unfinished projects stay queued"
+    landed = len(files_on_disk(runner.directory))
+    assert landed >= InterruptingStorage.limit
+
+    runner.storage_factory = FileSystemStorage
+    report = await runner.sync()
+    assert report.ok
+    assert report.files_downloaded == 18 - landed, "what landed before is not fetched again"
+    await assert_matches_upstream(runner.directory, upstream)
+
+
+async def test_files_already_on_disk_are_adopted_after_hashing(
+    upstream: FakeUpstream, runner: MirrorRunner, tmp_path: Path
+) -> None:
+    """A tree from an earlier mirror (or a run killed before its commit) is reused."""
+    seed(upstream)
+    await runner.sync()
+    other = MirrorRunner(upstream=upstream, directory=tmp_path / "copy")
+    (other.directory).mkdir()
+    (other.directory / "web").symlink_to(runner.web, target_is_directory=True)
+    report = await other.sync()
+    assert report.ok
+    assert report.files_downloaded == 0
+    assert report.projects_synced == 3
+
+
+async def test_json_api_as_metadata_source_and_the_json_copy(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    seed(upstream)
+    runner.options = SyncOptions(metadata_source="json", keep_json=True)
+    report = await runner.sync()
+    assert report.ok
+    await assert_matches_upstream(runner.directory, upstream)
+    copy = json.loads((runner.web / "pypi" / "alpha" / "json").read_bytes())
+    assert copy["info"]["name"] == "Alpha"
+
+
+async def test_only_the_configured_formats_are_written(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    seed(upstream)
+    runner.options = SyncOptions(formats=frozenset({"html"}))
+    await runner.sync()
+    page = runner.web / "simple" / "alpha"
+    assert sorted(p.name for p in page.iterdir()) == ["index.html", "index.v1_html"]
+    assert not (runner.web / "simple" / "index.v1_json").exists()
+
+
+async def test_a_wheel_with_dependencies_is_published_with_its_metadata(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    filename, wheel, metadata = make_wheel("app", "1.0", requires_dist=["lib>=1"])
+    upstream.add_file("app", "1.0", filename, wheel, metadata=metadata)
+    await runner.sync()
+    stored = next((runner.web / "packages").rglob(f"{filename}.metadata"))
+    assert stored.read_bytes() == metadata
+    assert b"Requires-Dist: lib>=1" in metadata
+
+
+async def test_a_project_held_locally_but_gone_upstream_is_removed_by_the_first_full_sync(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    """Projects synced with --project before the first full run are checked too."""
+    seed(upstream)
+    await runner.sync(projects=["gamma"])
+    upstream.remove_project("gamma")
+    report = await runner.sync()
+    assert report.ok
+    assert report.projects_removed == 1
+    assert not (runner.web / "simple" / "gamma").exists()
+    await assert_matches_upstream(runner.directory, upstream)
+
+
+async def test_a_failing_explicit_project_is_reported_but_not_queued(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    seed(upstream)
+    upstream.fail_next("/simple/gamma/", status=500, times=10)
+    report = await runner.sync(projects=["gamma"])
+    assert not report.ok
+    assert [f.name for f in report.failures] == ["gamma"]
+    assert report.failures[0].attempts == 1
+    assert "500" in report.failures[0].error
+    with runner.state() as state:
+        assert state.todo_count() == 0, "a one-off run does not queue its failures"
+
+
+async def test_an_explicit_project_without_releases_keeps_its_normalized_name(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    upstream.add_release("Empty.Project", "1.0")
+    upstream.remove_release("Empty.Project", "1.0")
+    report = await runner.sync(projects=["empty.project"])
+    assert report.ok
+    root = json.loads((runner.web / "simple" / "index.v1_json").read_bytes())
+    assert [p["name"] for p in root["projects"]] == ["empty-project"]
+    page = json.loads((runner.web / "simple" / "empty-project" / "index.v1_json").read_bytes())
+    assert page["files"] == []
+
+
+async def test_a_json_copy_is_dropped_when_the_json_api_has_no_project(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    upstream.add_release("Alpha", "1.0")
+    runner.options = SyncOptions(keep_json=True)
+    await runner.sync()
+    assert (runner.web / "pypi" / "alpha" / "json").exists()
+    upstream.remove_release("Alpha", "1.0")
+    report = await runner.sync()
+    assert report.ok
+    assert not (runner.web / "pypi" / "alpha").exists()
+    assert (
+        json.loads((runner.web / "simple" / "alpha" / "index.v1_json").read_bytes())["files"] == []
+    )
+
+
+async def test_a_metadata_file_that_failed_is_fetched_alone_next_time(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    filename, wheel, metadata = make_wheel("app", "1.0")
+    upstream.add_file("app", "1.0", filename, wheel, metadata=metadata)
+    path = upstream.file_url("app", filename).split("/", 3)[3]
+    upstream.fail_next(f"/{path}.metadata", status=404, times=1)
+    first = await runner.sync()
+    assert not first.ok
+    assert not (runner.web / "simple" / "app").exists(), "no page links a half-fetched file"
+
+    runner.clock.now += 10**6
+    second = await runner.sync()
+    assert second.ok
+    assert second.files_downloaded == 1, "the wheel itself is not fetched again"
+    await assert_matches_upstream(runner.directory, upstream)
+
+
+async def test_a_wrong_file_at_the_target_path_is_replaced_not_adopted(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    upstream.add_release("Alpha", "1.0", wheel=False)
+    url = upstream.file_url("Alpha", "alpha-1.0.tar.gz")
+    target = runner.web / url.split("/", 3)[3]
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not the sdist")
+    report = await runner.sync()
+    assert report.ok
+    assert report.files_downloaded == 1
+    assert target.read_bytes() != b"not the sdist"
+    await assert_matches_upstream(runner.directory, upstream)
+
+
+async def test_files_left_by_a_run_killed_before_deleting_are_collected(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    seed(upstream)
+    await runner.sync()
+    # What a run killed between its commit and the unlinks leaves: the commit moved
+    # the sdist to the garbage table, the file is still on disk.
+    with runner.state() as state:
+        files = state.project_files(canonicalize_name("gamma"))
+        garbage = state.commit_project(
+            name=canonicalize_name("gamma"),
+            display_name="gamma",
+            serial=state.project(canonicalize_name("gamma")).serial,  # type: ignore[union-attr]
+            status="active",
+            keep=set(),
+        )
+    assert sorted(garbage) == sorted(files)
+    report = await runner.sync()
+    assert report.files_deleted == len(files)
+    for path in files:
+        assert not (runner.web / path).exists()
+    with runner.state() as state:
+        assert state.garbage() == []
+
+
+async def test_json_only_format_writes_no_html(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    seed(upstream)
+    runner.options = SyncOptions(formats=frozenset({"json"}))
+    assert (await runner.sync()).ok
+    assert sorted(p.name for p in (runner.web / "simple").iterdir() if p.is_file()) == [
+        "index.v1_json"
+    ]
+    assert sorted(p.name for p in (runner.web / "simple" / "alpha").iterdir()) == ["index.v1_json"]
+
+
+async def test_metadata_backfilled_upstream_is_fetched_without_the_file_again(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    """PyPI backfilled PEP 658 files for old wheels; a re-check picks them up alone."""
+    filename, wheel, metadata = make_wheel("old", "1.0")
+    upstream.add_file("old", "1.0", filename, wheel)
+    await runner.sync()
+    assert not published_files(runner.web, "old")[filename].core_metadata
+    upstream.backfill_metadata("old", filename, metadata)
+    report = await runner.sync(projects=["old"])
+    assert report.ok
+    assert report.files_downloaded == 1, "only the .metadata file"
+    assert published_files(runner.web, "old")[filename].core_metadata
+    await assert_matches_upstream(runner.directory, upstream)
