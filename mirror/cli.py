@@ -21,7 +21,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from humanfriendly import format_size, format_timespan
@@ -102,6 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(verbose=args.verbose, quiet=args.quiet)
+    command: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
+    return command(args)
+
+
+def _run_sync(args: argparse.Namespace) -> int:
+    """``mirror sync``: one pass."""
     try:
         config = load_config(args.config)
         projects = _project_names(args.projects)
@@ -124,6 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     logger.info("%s", summary_line(report))
     return EXIT_OK if report.ok else EXIT_PROJECTS_FAILED
+
+
+# One entry per subcommand of build_parser(); each returns the exit code.
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "sync": _run_sync,
+}
 
 
 def summary_line(report: SyncReport) -> str:
