@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 STATE_NAME = "mirror.db"
 """The state store's file name inside the mirror directory."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema version this code writes; older stores are migrated, newer ones refused."""
 
 _DDL = """
@@ -89,8 +89,41 @@ CREATE TABLE garbage (
 """
 """Schema version 1, the whole schema in one place."""
 
+_DDL_2 = """
+-- Running totals of the committed projects, kept in the transactions that change
+-- project rows, so that size and counts are one indexed read on any mirror size.
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO counters (name, value) SELECT 'projects', count(*) FROM projects;
+INSERT INTO counters (name, value) SELECT 'files', coalesce(sum(file_count), 0) FROM projects;
+INSERT INTO counters (name, value) SELECT 'bytes', coalesce(sum(total_bytes), 0) FROM projects;
+INSERT INTO counters (name, value) VALUES ('downloaded_bytes', 0);
+
+-- One row per finished sync run: its result and a sample of the mirror's size.
+CREATE TABLE runs (
+    id               INTEGER PRIMARY KEY,
+    started          REAL NOT NULL,
+    finished         REAL NOT NULL,
+    ok               INTEGER NOT NULL,
+    projects_synced  INTEGER NOT NULL,
+    projects_removed INTEGER NOT NULL,
+    projects_failed  INTEGER NOT NULL,
+    files_downloaded INTEGER NOT NULL,
+    bytes_downloaded INTEGER NOT NULL,
+    files_deleted    INTEGER NOT NULL,
+    serial           INTEGER,
+    upstream_serial  INTEGER,
+    projects         INTEGER NOT NULL,
+    files            INTEGER NOT NULL,
+    bytes            INTEGER NOT NULL
+);
+"""
+"""Schema version 2: incremental totals and the run history (data of version 1 kept)."""
+
 # Migration to version N runs _MIGRATIONS[N]. An empty database is version 0.
-_MIGRATIONS: Mapping[int, str] = {1: _DDL}
+_MIGRATIONS: Mapping[int, str] = {1: _DDL, 2: _DDL_2}
 
 _SCHEMA_KEY = "schema_version"
 _SERIAL_KEY = "mirror_serial"
@@ -167,6 +200,31 @@ class Totals:
     """Bytes of the files and their ``.metadata`` sidecars."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRecord:
+    """One finished sync run: what it did, and the mirror's size when it ended."""
+
+    started: float
+    """Unix time the run started."""
+    finished: float
+    """Unix time the run ended."""
+    ok: bool
+    """True when every project the run attempted is in step."""
+    projects_synced: int
+    projects_removed: int
+    projects_failed: int
+    files_downloaded: int
+    bytes_downloaded: int
+    files_deleted: int
+    serial: Serial | None
+    """The mirror serial at the end of the run."""
+    upstream_serial: Serial | None
+    """Upstream's serial as the run saw it; None when the run did not ask
+    (``--project`` runs)."""
+    totals: Totals
+    """The committed projects' totals at the end of the run."""
+
+
 class StateStore:
     """The mirror's SQLite state store. Open it with :meth:`open`; close it when done.
 
@@ -202,6 +260,39 @@ class StateStore:
         except BaseException:
             store.close()
             raise
+        return store
+
+    @classmethod
+    def open_read_only(cls, path: Path) -> StateStore:
+        """Open an existing store at ``path`` for reading only (a status page, a
+        process without write access); nothing is created or migrated.
+
+        Raises StateError when the file is missing, is not a mirror state store, or
+        has another schema version than this code's (a sync migrates it).
+        """
+        try:
+            connection = sqlite3.connect(
+                f"{path.absolute().as_uri()}?mode=ro",
+                uri=True,
+                timeout=_BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StateError(f"state store {path}: {exc}") from exc
+        store = cls(path, connection)
+        try:
+            with store._reading() as reading:
+                version = store._schema_version(reading)
+        except BaseException:
+            store.close()
+            raise
+        if version != SCHEMA_VERSION:
+            store.close()
+            raise StateError(
+                f"state store {path} has schema version {version}, this mirror reads "
+                f"version {SCHEMA_VERSION}: run `mirror sync` with this version first"
+            )
         return store
 
     def close(self) -> None:
@@ -365,6 +456,7 @@ class StateStore:
                 " FROM files WHERE project = ?",
                 (name,),
             ).fetchone()
+            _add_project_to_counters(connection, name, sign=-1)
             connection.execute(
                 "INSERT INTO projects"
                 " (name, display_name, serial, status, file_count, total_bytes)"
@@ -374,6 +466,7 @@ class StateStore:
                 " file_count = excluded.file_count, total_bytes = excluded.total_bytes",
                 (name, display_name, serial, status, file_count, total_bytes),
             )
+            _add_project_to_counters(connection, name, sign=1)
             connection.execute("DELETE FROM todo WHERE name = ? AND serial <= ?", (name, serial))
         logger.debug(
             "committed %s at serial %d: %d files, %d bytes, %d garbage paths",
@@ -394,6 +487,7 @@ class StateStore:
                 "SELECT path, metadata_sha256 FROM files WHERE project = ?", (name,)
             ).fetchall()
             garbage = _drop_files(connection, rows)
+            _add_project_to_counters(connection, name, sign=-1)
             connection.execute("DELETE FROM projects WHERE name = ?", (name,))
             connection.execute("DELETE FROM todo WHERE name = ?", (name,))
         logger.debug("removed %s: %d garbage paths", name, len(garbage))
@@ -501,13 +595,128 @@ class StateStore:
         return [_todo_item(row) for row in rows]
 
     def totals(self) -> Totals:
-        """Projects, files and bytes of the committed projects, from their rows."""
+        """Projects, files and bytes of the committed projects.
+
+        Read from running counters that every commit and removal updates in its own
+        transaction: a few indexed rows, whatever the mirror's size.
+        """
+        with self._reading() as connection:
+            counters = _counters(connection)
+        return Totals(
+            projects=counters.get("projects", 0),
+            files=counters.get("files", 0),
+            bytes=counters.get("bytes", 0),
+        )
+
+    def recount_totals(self) -> Totals:
+        """The totals summed afresh from every project row (a full scan, for audits)."""
         with self._reading() as connection:
             projects, files, total_bytes = connection.execute(
                 "SELECT count(*), coalesce(sum(file_count), 0), coalesce(sum(total_bytes), 0)"
                 " FROM projects"
             ).fetchone()
         return Totals(projects=int(projects), files=int(files), bytes=int(total_bytes))
+
+    def set_totals(self, totals: Totals) -> None:
+        """Overwrite the running counters (after an audit found them drifted)."""
+        with self._transaction() as connection:
+            connection.executemany(
+                "INSERT INTO counters (name, value) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [
+                    ("projects", totals.projects),
+                    ("files", totals.files),
+                    ("bytes", totals.bytes),
+                ],
+            )
+
+    def downloaded_bytes_total(self) -> int:
+        """Bytes downloaded by every recorded run, added up."""
+        with self._reading() as connection:
+            return _counters(connection).get("downloaded_bytes", 0)
+
+    def iter_files(self) -> Iterator[StoredFile]:
+        """Every recorded file, ordered by path, read a page at a time (as
+        :meth:`iter_projects`)."""
+        after = ""
+        while True:
+            with self._reading() as connection:
+                rows = connection.execute(
+                    "SELECT path, project, filename, size, sha256, metadata_sha256,"
+                    " metadata_size FROM files WHERE path > ? ORDER BY path LIMIT ?",
+                    (after, _PAGE_ROWS),
+                ).fetchall()
+            for row in rows:
+                yield _stored_file(row)
+            if len(rows) < _PAGE_ROWS:
+                return
+            after = rows[-1][0]
+
+    def is_garbage(self, path: str) -> bool:
+        """Whether ``path`` waits in the garbage table to be unlinked."""
+        with self._reading() as connection:
+            row = connection.execute("SELECT 1 FROM garbage WHERE path = ?", (path,)).fetchone()
+        return row is not None
+
+    # --- run history -----------------------------------------------------------------
+
+    def record_run(self, run: RunRecord) -> None:
+        """Append a finished run to the history and add its downloads to the running
+        total, in one transaction."""
+        with self._transaction() as connection:
+            connection.execute(
+                "INSERT INTO runs (started, finished, ok, projects_synced, projects_removed,"
+                " projects_failed, files_downloaded, bytes_downloaded, files_deleted, serial,"
+                " upstream_serial, projects, files, bytes)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run.started,
+                    run.finished,
+                    int(run.ok),
+                    run.projects_synced,
+                    run.projects_removed,
+                    run.projects_failed,
+                    run.files_downloaded,
+                    run.bytes_downloaded,
+                    run.files_deleted,
+                    run.serial,
+                    run.upstream_serial,
+                    run.totals.projects,
+                    run.totals.files,
+                    run.totals.bytes,
+                ),
+            )
+            connection.execute(
+                "UPDATE counters SET value = value + ? WHERE name = 'downloaded_bytes'",
+                (run.bytes_downloaded,),
+            )
+
+    def runs(self, *, limit: int | None = None) -> list[RunRecord]:
+        """The last ``limit`` runs (all when None), oldest first."""
+        with self._reading() as connection:
+            rows = connection.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?",  # noqa: S608 (constant)
+                (-1 if limit is None else limit,),
+            ).fetchall()
+        return [_run_record(row) for row in reversed(rows)]
+
+    def last_run(self, *, ok: bool | None = None) -> RunRecord | None:
+        """The newest run (the newest successful one with ``ok=True``), or None."""
+        query = f"SELECT {_RUN_COLUMNS} FROM runs"  # noqa: S608 (constant)
+        if ok is not None:
+            query += f" WHERE ok = {int(ok)}"
+        with self._reading() as connection:
+            row = connection.execute(query + " ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else _run_record(row)
+
+    def last_upstream_serial(self) -> Serial | None:
+        """Upstream's serial as seen by the newest run that asked, or None."""
+        with self._reading() as connection:
+            row = connection.execute(
+                "SELECT upstream_serial FROM runs WHERE upstream_serial IS NOT NULL"
+                " ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return None if row is None else Serial(row[0])
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -612,6 +821,71 @@ def _drop_files(
         "INSERT OR IGNORE INTO garbage (path) VALUES (?)", ((p,) for p in garbage)
     )
     return garbage
+
+
+_RUN_COLUMNS = (
+    "started, finished, ok, projects_synced, projects_removed, projects_failed,"
+    " files_downloaded, bytes_downloaded, files_deleted, serial, upstream_serial,"
+    " projects, files, bytes"
+)
+
+
+def _counters(connection: sqlite3.Connection) -> dict[str, int]:
+    return {str(name): int(value) for name, value in connection.execute("SELECT * FROM counters")}
+
+
+def _add_project_to_counters(connection: sqlite3.Connection, name: str, *, sign: int) -> None:
+    """Add (``sign=1``) or take away (``sign=-1``) project ``name``'s row, when it has
+    one, to or from the running counters; called inside the caller's transaction
+    around the change of the row."""
+    row = connection.execute(
+        "SELECT file_count, total_bytes FROM projects WHERE name = ?", (name,)
+    ).fetchone()
+    if row is None:
+        return
+    connection.executemany(
+        "UPDATE counters SET value = value + ? WHERE name = ?",
+        [(sign, "projects"), (sign * row[0], "files"), (sign * row[1], "bytes")],
+    )
+
+
+# started, finished, ok, 6 run counts, serial, upstream serial, 3 totals.
+_RunRow = tuple[
+    float, float, int, int, int, int, int, int, int, int | None, int | None, int, int, int
+]
+
+
+def _run_record(row: _RunRow) -> RunRecord:
+    (
+        started,
+        finished,
+        ok,
+        synced,
+        removed,
+        failed,
+        files_downloaded,
+        bytes_downloaded,
+        files_deleted,
+        serial,
+        upstream_serial,
+        projects,
+        files,
+        total_bytes,
+    ) = row
+    return RunRecord(
+        started=started,
+        finished=finished,
+        ok=bool(ok),
+        projects_synced=synced,
+        projects_removed=removed,
+        projects_failed=failed,
+        files_downloaded=files_downloaded,
+        bytes_downloaded=bytes_downloaded,
+        files_deleted=files_deleted,
+        serial=None if serial is None else Serial(serial),
+        upstream_serial=None if upstream_serial is None else Serial(upstream_serial),
+        totals=Totals(projects=projects, files=files, bytes=total_bytes),
+    )
 
 
 def _set_meta(connection: sqlite3.Connection, key: str, value: str) -> None:
