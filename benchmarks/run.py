@@ -1,0 +1,591 @@
+"""``python -m benchmarks.run``: ``mirror sync`` against bandersnatch on loopback.
+
+Every case starts the fake upstream (``benchmarks.launcher``) in a process of its own
+on 127.0.0.1, runs each tool as a whole process and takes its wall time, CPU time and
+peak RSS from ``os.wait4``. Prints one table (runs, then the issue's targets with
+pass/fail) and writes the same as JSON (``--output``, default
+``benchmarks/results/latest.json``). Exit status 0 when every measured process
+succeeded (a missed target is a result, not a failure of the benchmark), 1 otherwise.
+
+Nothing here contacts a real index; the only network use outside loopback is the
+one-time ``pip install`` of bandersnatch into its own venv (``--no-bandersnatch``
+skips it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TextIO
+
+from benchmarks import bandersnatch
+from benchmarks.check import TreeCheck, check_tree
+from benchmarks.measure import MIB, Measurement, run_measured
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "latest.json"
+MB = 1_000_000
+CASES = ("large-files", "small-projects", "incremental", "scale", "verify")
+MIRROR = "mirror"
+BANDERSNATCH = "bandersnatch"
+CEILING = "ceiling"
+RSS_LIMIT_BYTES = 300 * MIB
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Preset:
+    """Corpus sizes for one ``--scale``."""
+
+    large_factor: float
+    """Multiplies the large corpus' 1 MiB-500 MiB file sizes (1.0: 2,150 MiB)."""
+    small_projects: tuple[int, int]
+    """The two many-small-projects sizes; the target compares their rates."""
+    incremental_base: int
+    incremental_changes: int
+    scale_projects: int
+    scale_behind: int
+    """Serials the "behind" sync of the scale case starts behind."""
+
+
+PRESETS = {
+    "tiny": Preset(
+        large_factor=0.001,
+        small_projects=(10, 50),
+        incremental_base=30,
+        incremental_changes=20,
+        scale_projects=100,
+        scale_behind=20,
+    ),
+    "small": Preset(
+        large_factor=0.1,
+        small_projects=(1_000, 10_000),
+        incremental_base=2_000,
+        incremental_changes=500,
+        scale_projects=60_000,
+        scale_behind=1_000,
+    ),
+    "full": Preset(
+        large_factor=1.0,
+        small_projects=(10_000, 100_000),
+        incremental_base=5_000,
+        incremental_changes=500,
+        scale_projects=600_000,
+        scale_behind=1_000,
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    """One measured process."""
+
+    case: str
+    tool: str
+    wall_seconds: float
+    cpu_seconds: float
+    peak_rss_mib: float
+    exit_code: int
+    work: float
+    """How much the run did, in ``rate_unit`` times seconds (MB, projects, changes)."""
+    rate_unit: str
+    rate: float
+    correct: bool | None = None
+    """For the incremental case: did the tree match upstream afterwards."""
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """One of the issue's targets with its measured value."""
+
+    name: str
+    goal: str
+    measured: str
+    status: str
+    """``pass``, ``fail`` or ``n/a`` (a needed run is missing)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ready:
+    """The launcher's ready line."""
+
+    upstream: str
+    control: str
+    projects: int
+    files: int
+    bytes: int
+    serial: int
+
+
+@dataclass(slots=True)
+class Results:
+    """Everything a benchmark run produced."""
+
+    scale: str
+    started: str
+    bandersnatch: str | None
+    runs: list[Run] = field(default_factory=list)
+    not_applicable: dict[str, str] = field(default_factory=dict)
+
+    def find(self, case: str, tool: str) -> Run | None:
+        """The run of ``tool`` in ``case``, if it was measured."""
+        return next((r for r in self.runs if r.case == case and r.tool == tool), None)
+
+
+class Launcher:
+    """A running ``benchmarks.launcher`` process and its control server."""
+
+    def __init__(self, process: subprocess.Popen[str], ready: Ready) -> None:
+        self.process = process
+        self.ready = ready
+
+    def get(self, path: str) -> object:
+        """GET a control endpoint; the decoded JSON answer."""
+        return self._call(path, "GET")
+
+    def post(self, path: str) -> object:
+        """POST to a control endpoint; the decoded JSON answer."""
+        return self._call(path, "POST")
+
+    def _call(self, path: str, method: str) -> object:
+        url = f"{self.ready.control}{path}"
+        if not url.startswith("http://127.0.0.1:"):
+            raise RuntimeError(f"refusing a control URL off loopback: {url}")
+        request = urllib.request.Request(url, method=method)  # noqa: S310  # checked above
+        with urllib.request.urlopen(request, timeout=3600) as response:  # noqa: S310
+            return json.loads(response.read())
+
+
+@contextmanager
+def launch(corpus: str, *, count: int, log: Path, large_factor: float = 1.0) -> Iterator[Launcher]:
+    """Start the fake upstream with ``corpus``; stops it on exit."""
+    argv = [sys.executable, "-m", "benchmarks.launcher", "--corpus", corpus, "--count", str(count)]
+    argv += ["--large-factor", str(large_factor)]
+    with log.open("ab") as errors:
+        process = subprocess.Popen(  # noqa: S603  # our own launcher module
+            argv, stdout=subprocess.PIPE, stderr=errors, text=True, cwd=REPO
+        )
+    try:
+        stdout: IO[str] | None = process.stdout
+        assert stdout is not None
+        line = stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {corpus} launcher exited early; see {log}")
+        yield Launcher(process, Ready(**json.loads(line)))
+    finally:
+        process.terminate()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+class Bench:
+    """Runs the cases of one benchmark run, appending to :class:`Results`."""
+
+    def __init__(
+        self,
+        *,
+        preset: Preset,
+        workdir: Path,
+        results: Results,
+        bandersnatch_script: Path | None,
+        bandersnatch_workers: int,
+    ) -> None:
+        self.preset = preset
+        self.workdir = workdir
+        self.results = results
+        self.script = bandersnatch_script
+        self.workers = bandersnatch_workers
+        self.log = workdir / "bench.log"
+
+    # --- tools -------------------------------------------------------------------
+
+    def mirror_sync(self, directory: Path, upstream: str) -> Measurement:
+        """One ``mirror sync`` of ``directory`` from ``upstream``."""
+        conf = directory.with_suffix(".conf")
+        if not conf.exists():
+            conf.write_text(
+                f"[mirror]\ndirectory = {directory}\nupstream = {upstream}\n"
+                "allow-non-https = true\n",
+                encoding="utf-8",
+            )
+        argv = [sys.executable, "-m", "mirror", "sync", "-c", str(conf), "-q"]
+        return run_measured(argv, log=self.log, cwd=REPO)
+
+    def bandersnatch_sync(self, directory: Path, upstream: str) -> Measurement | None:
+        """One ``bandersnatch mirror`` of ``directory``; None without bandersnatch."""
+        if self.script is None:
+            return None
+        conf = directory.with_suffix(".bandersnatch.conf")
+        if not conf.exists():
+            directory.mkdir(parents=True, exist_ok=True)
+            bandersnatch.write_config(
+                conf, directory=directory, master=upstream, workers=self.workers
+            )
+        argv = [str(self.script), "-c", str(conf), "mirror"]
+        return run_measured(argv, log=self.log, cwd=self.workdir)
+
+    def record(
+        self,
+        case: str,
+        tool: str,
+        measurement: Measurement | None,
+        *,
+        work: float,
+        unit: str,
+        correct: bool | None = None,
+        note: str = "",
+    ) -> None:
+        """Append a run (nothing when the tool did not run)."""
+        if measurement is None:
+            return
+        wall = measurement.wall_seconds
+        self.results.runs.append(
+            Run(
+                case=case,
+                tool=tool,
+                wall_seconds=round(wall, 3),
+                cpu_seconds=round(measurement.cpu_seconds, 3),
+                peak_rss_mib=round(measurement.peak_rss_bytes / MIB, 1),
+                exit_code=measurement.exit_code,
+                work=work,
+                rate_unit=unit,
+                rate=round(work / wall, 3) if wall > 0 else 0.0,
+                correct=correct,
+                note=note,
+            )
+        )
+
+    # --- cases -------------------------------------------------------------------
+
+    def large_files(self) -> None:
+        """Large files: MB/s of mirror, the ceiling and bandersnatch."""
+        factor = self.preset.large_factor
+        with launch("large", count=0, log=self.log, large_factor=factor) as up:
+            megabytes = up.ready.bytes / MB
+            note = f"{up.ready.files} files, {megabytes:.1f} MB"
+            ours = self.mirror_sync(self.workdir / "large-mirror", up.ready.upstream)
+            self.record("large-files", MIRROR, ours, work=megabytes, unit="MB/s", note=note)
+            argv = [sys.executable, "-m", "benchmarks.ceiling", up.ready.control]
+            argv.append(str(self.workdir / "large-ceiling"))
+            ceiling = run_measured(argv, log=self.log, cwd=REPO)
+            self.record("large-files", CEILING, ceiling, work=megabytes, unit="MB/s", note=note)
+            theirs = self.bandersnatch_sync(self.workdir / "large-bander", up.ready.upstream)
+            self.record("large-files", BANDERSNATCH, theirs, work=megabytes, unit="MB/s")
+
+    def small_projects(self) -> None:
+        """Many small projects at two sizes: projects/s."""
+        for index, count in enumerate(self.preset.small_projects):
+            case = "small-projects" if index == 0 else "small-projects-x10"
+            with launch("small", count=count, log=self.log) as up:
+                note = f"{up.ready.projects} projects, {up.ready.files} files"
+                ours = self.mirror_sync(self.workdir / f"{case}-mirror", up.ready.upstream)
+                self.record(case, MIRROR, ours, work=count, unit="projects/s", note=note)
+                theirs = self.bandersnatch_sync(self.workdir / f"{case}-bander", up.ready.upstream)
+                self.record(case, BANDERSNATCH, theirs, work=count, unit="projects/s")
+
+    def incremental(self) -> None:
+        """Mixed changes on top of a synced mirror: time, and whether the tree is right."""
+        base, changes = self.preset.incremental_base, self.preset.incremental_changes
+        with launch("incremental", count=base, log=self.log) as up:
+            ours_dir = self.workdir / "incremental-mirror"
+            theirs_dir = self.workdir / "incremental-bander"
+            first = self.mirror_sync(ours_dir, up.ready.upstream)
+            self.record("incremental-setup", MIRROR, first, work=base, unit="projects/s")
+            first_theirs = self.bandersnatch_sync(theirs_dir, up.ready.upstream)
+            self.record(
+                "incremental-setup", BANDERSNATCH, first_theirs, work=base, unit="projects/s"
+            )
+            applied = up.post(f"/mixed?count={changes}")
+            assert isinstance(applied, dict)
+            note = ", ".join(f"{v} {k}" for k, v in applied["changes"].items())
+            ours = self.mirror_sync(ours_dir, up.ready.upstream)
+            theirs = self.bandersnatch_sync(theirs_dir, up.ready.upstream)
+            expected = up.get("/expected")
+            assert isinstance(expected, dict)
+            projects: dict[str, dict[str, bool]] = expected["projects"]
+            ours_check = check_tree(ours_dir / "web", projects)
+            self.record(
+                "incremental",
+                MIRROR,
+                ours,
+                work=changes,
+                unit="changes/s",
+                correct=ours_check.correct,
+                note=f"{note}; {ours_check.describe()}",
+            )
+            if theirs is not None:
+                theirs_check: TreeCheck = check_tree(theirs_dir / "web", projects)
+                self.record(
+                    "incremental",
+                    BANDERSNATCH,
+                    theirs,
+                    work=changes,
+                    unit="changes/s",
+                    correct=theirs_check.correct,
+                    note=theirs_check.describe(),
+                )
+
+    def scale(self) -> None:
+        """A mirror of many projects: no-op sync, N serials behind, root index rebuild."""
+        count, behind = self.preset.scale_projects, self.preset.scale_behind
+        with launch("scale", count=count, log=self.log) as up:
+            ours_dir = self.workdir / "scale-mirror"
+            theirs_dir = self.workdir / "scale-bander"
+            first = self.mirror_sync(ours_dir, up.ready.upstream)
+            self.record("scale-setup", MIRROR, first, work=count, unit="projects/s")
+            if self.script is not None:
+                names = up.get("/names")
+                assert isinstance(names, list)
+                bandersnatch.seed(theirs_dir, serial=up.ready.serial, names=names)
+            steps = (
+                ("scale-noop", None, f"{count} projects, nothing changed"),
+                ("scale-behind", behind, f"{behind} serials behind"),
+                ("scale-root-index", 1, "one change, so the root index is rewritten"),
+            )
+            for case, serials, note in steps:
+                touched = 0
+                if serials is not None:
+                    answer = up.post(f"/touch?serials={serials}")
+                    assert isinstance(answer, dict)
+                    touched = int(answer["projects"])
+                ours = self.mirror_sync(ours_dir, up.ready.upstream)
+                self.record(case, MIRROR, ours, work=touched, unit="projects/s", note=note)
+                theirs = self.bandersnatch_sync(theirs_dir, up.ready.upstream)
+                self.record(case, BANDERSNATCH, theirs, work=touched, unit="projects/s")
+
+    def verify(self) -> None:
+        """Not measurable yet: there is no ``mirror verify``."""
+        self.results.not_applicable["verify"] = (
+            "N/A: `mirror verify` does not exist yet, so there is nothing to measure"
+        )
+
+
+# --- targets ---------------------------------------------------------------------------
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator > 0 else None
+
+
+def _target(name: str, goal: str, value: float | None, ok: bool | None, shown: str = "") -> Target:
+    if value is None or ok is None:
+        return Target(name=name, goal=goal, measured="-", status="n/a")
+    return Target(
+        name=name, goal=goal, measured=shown or f"{value:.2f}", status="pass" if ok else "fail"
+    )
+
+
+def evaluate(results: Results) -> list[Target]:
+    """The issue's targets, each with its measured ratio and pass/fail."""
+    targets: list[Target] = []
+    ours = results.find("large-files", MIRROR)
+    theirs = results.find("large-files", BANDERSNATCH)
+    ceiling = results.find("large-files", CEILING)
+    value = _ratio(ours.rate, theirs.rate) if ours and theirs else None
+    targets.append(
+        _target("large files vs bandersnatch", ">= 2.5x MB/s", value, _ge(value, 2.5), _x(value))
+    )
+    value = _ratio(ours.rate, ceiling.rate) if ours and ceiling else None
+    shown = f"{value:.0%}" if value is not None else ""
+    targets.append(
+        _target("large files vs machine ceiling", ">= 75%", value, _ge(value, 0.75), shown)
+    )
+    ours = results.find("small-projects", MIRROR)
+    theirs = results.find("small-projects", BANDERSNATCH)
+    value = _ratio(ours.rate, theirs.rate) if ours and theirs else None
+    targets.append(
+        _target(
+            "small projects vs bandersnatch", ">= 5x projects/s", value, _ge(value, 5.0), _x(value)
+        )
+    )
+    bigger = results.find("small-projects-x10", MIRROR)
+    value = _ratio(bigger.rate, ours.rate) if ours and bigger else None
+    shown = f"{value:.0%} of the smaller size's rate" if value is not None else ""
+    targets.append(
+        _target("small projects rate holds at 10x", "within 15%", value, _ge(value, 0.85), shown)
+    )
+    ours = results.find("scale-noop", MIRROR)
+    theirs = results.find("scale-noop", BANDERSNATCH)
+    value = _ratio(ours.wall_seconds, theirs.wall_seconds) if ours and theirs else None
+    targets.append(_target("no-op sync wall time", "<= 0.3x", value, _le(value, 0.3), _x(value)))
+    value = _ratio(ours.peak_rss_mib, theirs.peak_rss_mib) if ours and theirs else None
+    targets.append(_target("no-op sync peak RSS", "<= 0.25x", value, _le(value, 0.25), _x(value)))
+    ours = results.find("scale-behind", MIRROR)
+    theirs = results.find("scale-behind", BANDERSNATCH)
+    value = _ratio(ours.wall_seconds, theirs.wall_seconds) if ours and theirs else None
+    targets.append(
+        _target("serials-behind sync time", "<= 0.5x", value, _le(value, 0.5), _x(value))
+    )
+    ours = results.find("incremental", MIRROR)
+    theirs = results.find("incremental", BANDERSNATCH)
+    value = _ratio(ours.wall_seconds, theirs.wall_seconds) if ours and theirs else None
+    ok = value is not None and value < 1.0 and bool(ours and ours.correct)
+    shown = f"{_x(value)}, {'correct' if ours and ours.correct else 'NOT correct'}"
+    targets.append(
+        _target("mixed changes", "< 1x time and correct", value, ok if value else None, shown)
+    )
+    targets.append(
+        Target(name="verify vs bandersnatch", goal=">= 1.5x GB/s", measured="N/A", status="n/a")
+    )
+    scale_runs = [r for r in results.runs if r.tool == MIRROR and r.case.startswith("scale-")]
+    peak = max((r.peak_rss_mib for r in scale_runs), default=None)
+    targets.append(
+        _target(
+            "peak RSS of any scale sync",
+            "< 300 MiB",
+            peak,
+            None if peak is None else peak * MIB < RSS_LIMIT_BYTES,
+            f"{peak:.0f} MiB" if peak is not None else "",
+        )
+    )
+    return targets
+
+
+def _ge(value: float | None, bound: float) -> bool | None:
+    return None if value is None else value >= bound
+
+
+def _le(value: float | None, bound: float) -> bool | None:
+    return None if value is None else value <= bound
+
+
+def _x(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else ""
+
+
+# --- output ----------------------------------------------------------------------------
+
+
+def render(results: Results, targets: Sequence[Target], out: TextIO) -> None:
+    """The one table: runs, not-applicable cases, then targets."""
+    head = ("case", "tool", "wall s", "cpu s", "RSS MiB", "rate", "exit", "note")
+    rows = [
+        (
+            r.case,
+            r.tool,
+            f"{r.wall_seconds:.2f}",
+            f"{r.cpu_seconds:.2f}",
+            f"{r.peak_rss_mib:.0f}",
+            f"{r.rate:.1f} {r.rate_unit}" if r.work else "-",
+            str(r.exit_code),
+            r.note,
+        )
+        for r in results.runs
+    ]
+    rows += [
+        (case, "-", "N/A", "N/A", "N/A", "N/A", "-", why)
+        for case, why in results.not_applicable.items()
+    ]
+    _table(head, rows, out)
+    out.write("\n")
+    _table(
+        ("target", "goal", "measured", "result"),
+        [(t.name, t.goal, t.measured, t.status.upper()) for t in targets],
+        out,
+    )
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+    for row in [head, ["-" * w for w in widths], *rows]:
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        out.write("\n")
+
+
+def to_json(results: Results, targets: Sequence[Target]) -> str:
+    """The JSON document written to ``--output``."""
+    document = {
+        "scale": results.scale,
+        "started": results.started,
+        "python": sys.version.split()[0],
+        "bandersnatch": results.bandersnatch,
+        "runs": [asdict(r) for r in results.runs],
+        "not_applicable": results.not_applicable,
+        "targets": [asdict(t) for t in targets],
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+# --- command line ----------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The benchmark's command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description="Benchmark `mirror sync` against bandersnatch on a loopback fake PyPI.",
+    )
+    parser.add_argument("--scale", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--only", choices=CASES, action="append", help="run just this case")
+    parser.add_argument("--no-bandersnatch", action="store_true", help="measure mirror only")
+    parser.add_argument("--large-factor", type=float, help="override the large file size factor")
+    parser.add_argument(
+        "--bandersnatch-workers", type=int, default=bandersnatch.DEFAULT_WORKERS, help="1-10"
+    )
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results")
+    parser.add_argument("--workdir", type=Path, help="keep mirrors and logs here")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout) -> int:
+    """Run the benchmark; exit status 1 when a measured process failed."""
+    args = parse_args(argv)
+    preset = PRESETS[args.scale]
+    if args.large_factor is not None:
+        preset = Preset(**{**asdict(preset), "large_factor": args.large_factor})
+    script = None if args.no_bandersnatch else bandersnatch.ensure_venv()
+    results = Results(
+        scale=args.scale,
+        started=datetime.now(UTC).isoformat(timespec="seconds"),
+        bandersnatch=bandersnatch.version(script) if script else None,
+    )
+    if script is None and not args.no_bandersnatch:
+        out.write("bandersnatch unavailable (no Python >= 3.12 or install failed)\n")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mirror-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    bench = Bench(
+        preset=preset,
+        workdir=workdir,
+        results=results,
+        bandersnatch_script=script,
+        bandersnatch_workers=args.bandersnatch_workers,
+    )
+    steps = {
+        "large-files": bench.large_files,
+        "small-projects": bench.small_projects,
+        "incremental": bench.incremental,
+        "scale": bench.scale,
+        "verify": bench.verify,
+    }
+    completed = False
+    try:
+        for case in args.only or CASES:
+            steps[case]()
+        completed = True
+    finally:
+        failed = not completed or any(r.exit_code for r in results.runs)
+        if failed:
+            out.write(f"something failed: logs and mirrors kept in {workdir}\n")
+        elif args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    targets = evaluate(results)
+    render(results, targets, out)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(to_json(results, targets), encoding="utf-8")
+    out.write(f"\nwrote {args.output}\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The benchmark (``benchmarks/run.py``) still runs end to end, so it cannot rot.
+
+Runs it at ``--scale tiny --no-bandersnatch`` as a user would and checks the JSON it
+writes, not the figures: speed is the benchmark's business, never a test's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MEASURED_CASES = {
+    "large-files",
+    "small-projects",
+    "small-projects-x10",
+    "incremental",
+    "scale-noop",
+    "scale-behind",
+    "scale-root-index",
+}
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_measures_every_case_and_marks_verify_not_applicable(
+    tmp_path: Path,
+) -> None:
+    """Every case gets a measured mirror run with numbers, the large case a ceiling
+    run, the incremental case a correct tree, verify an explicit N/A, and every
+    target a pass/fail/n-a status (n/a for the bandersnatch ratios)."""
+    output = tmp_path / "latest.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--scale",
+            "tiny",
+            "--no-bandersnatch",
+            "--output",
+            str(output),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "target" in result.stdout
+    assert "verify" in result.stdout
+
+    document = json.loads(output.read_text(encoding="utf-8"))
+    assert document["scale"] == "tiny"
+    assert document["bandersnatch"] is None
+    runs = document["runs"]
+    mirror_cases = {run["case"] for run in runs if run["tool"] == "mirror"}
+    assert mirror_cases >= MEASURED_CASES
+    assert {run["tool"] for run in runs} == {"mirror", "ceiling"}
+    for run in runs:
+        assert run["exit_code"] == 0, run
+        assert run["wall_seconds"] > 0, run
+        assert run["cpu_seconds"] > 0, run
+        assert run["peak_rss_mib"] > 1, run
+        assert isinstance(run["rate"], float), run
+    ceiling = next(r for r in runs if r["tool"] == "ceiling")
+    assert ceiling["case"] == "large-files"
+    assert ceiling["rate"] > 0
+    incremental = next(r for r in runs if r["case"] == "incremental")
+    assert incremental["correct"] is True, incremental["note"]
+
+    assert document["not_applicable"]["verify"].startswith("N/A")
+    targets = {t["name"]: t for t in document["targets"]}
+    assert all(t["status"] in {"pass", "fail", "n/a"} for t in targets.values())
+    assert targets["verify vs bandersnatch"]["status"] == "n/a"
+    assert targets["large files vs bandersnatch"]["status"] == "n/a"
+    assert targets["large files vs machine ceiling"]["status"] in {"pass", "fail"}
+    assert targets["peak RSS of any scale sync"]["status"] in {"pass", "fail"}
