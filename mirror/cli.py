@@ -13,6 +13,9 @@ code  meaning
 4     the run could not proceed (upstream unreachable, disk or state store trouble)
 130   interrupted (SIGINT)
 ====  ==============================================================================
+
+``mirror daemon`` exits 0 when SIGTERM stops it and 130 on SIGINT; 2 and 3 as above
+(3 only when its first pass finds the lock held). A failing pass never ends it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,15 +33,22 @@ from packaging.utils import NormalizedName
 
 from mirror import __version__
 from mirror.config import Config, load_config
+from mirror.daemon import Schedule, run_daemon
 from mirror.errors import (
     ConfigError,
     LockedError,
     MalformedResponseError,
     MirrorError,
 )
+from mirror.filters.dryrun import dry_run, filters_of
 from mirror.lock import mirror_lock
+from mirror.metrics import metrics_routes
 from mirror.models import project_name
+from mirror.progress import ClearProgressFirst, ProgressSink, TerminalProgress, progress_for
+from mirror.server import serve
 from mirror.state import StateStore
+from mirror.status import run_status
+from mirror.statuspage import status_routes
 from mirror.storage import FileSystemStorage
 from mirror.sync import Syncer, SyncOptions, SyncReport
 from mirror.upstream import Upstream, UpstreamSettings, default_user_agent
@@ -94,6 +105,61 @@ def build_parser() -> argparse.ArgumentParser:
         dest="projects",
         help="sync just this project (repeatable); the mirror's serial is left alone",
     )
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="show the mirror's serial, size, last run and failing projects",
+        description=(
+            "Show the mirror's serial, size, last run and failing projects, read from "
+            "its state store (fast on any mirror size)."
+        ),
+    )
+    status.add_argument(
+        "--remote", action="store_true", help="ask upstream for its serial (one request)"
+    )
+    status.add_argument("--json", action="store_true", help="JSON for scripts (stable keys)")
+    status.add_argument("--history", action="store_true", help="size and serial of every run")
+    status.add_argument(
+        "--recount",
+        action="store_true",
+        help="audit the size counters against the disk and fix them",
+    )
+    serve_command = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the mirror over HTTP (pip and uv get the JSON pages)",
+        description=(
+            "Serve the mirror's web/ tree over HTTP with PEP 691 content negotiation, "
+            "until SIGTERM or Ctrl-C. Fine for a small site; nginx (nginx/mirror.conf) "
+            "for a busy one. --host and --port win over the [serve] section."
+        ),
+    )
+    serve_command.add_argument("--host", help="address to listen on (default: [serve] host)")
+    serve_command.add_argument(
+        "--port", type=_tcp_port, help="TCP port to listen on (default: [serve] port)"
+    )
+    commands.add_parser(
+        "daemon",
+        parents=[common],
+        help="sync, sleep the configured interval, repeat (until SIGTERM)",
+        description=(
+            "Run `mirror sync` passes forever: one pass, then a pause of `interval` "
+            "(give or take `interval-jitter`), and again. A failing pass is logged and "
+            "tried again next interval. SIGTERM or SIGINT stops it cleanly (exit 0, or "
+            "130 for SIGINT). The lock is held during each pass only."
+        ),
+    )
+    filters_command = commands.add_parser(
+        "filters",
+        parents=[common],
+        help="show what the filters keep and leave out of some projects (writes nothing)",
+        description=(
+            "Fetch each project's detail from upstream and print, per project, the "
+            "files the configured filters keep and every release and file they leave "
+            "out, with the reason. Writes nothing. Exit code 0."
+        ),
+    )
+    filters_command.add_argument("names", nargs="+", metavar="PROJECT", help="project names")
     return parser
 
 
@@ -132,9 +198,124 @@ def _run_sync(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_PROJECTS_FAILED
 
 
+def _run_status(args: argparse.Namespace) -> int:
+    """``mirror status``: the state store's view, optionally upstream's serial."""
+    try:
+        config = load_config(args.config)
+        text = asyncio.run(
+            run_status(
+                config,
+                remote=args.remote,
+                as_json=args.json,
+                history=args.history,
+                recount=args.recount,
+            )
+        )
+    except ConfigError as exc:
+        logger.error("configuration error: %s", exc)
+        return EXIT_USAGE
+    except MirrorError as exc:
+        logger.error("status failed: %s", exc)
+        return EXIT_ERROR
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    """``mirror serve``: serve the web tree until SIGTERM (exit 0) or SIGINT (130)."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        logger.error("configuration error: %s", exc)
+        return EXIT_USAGE
+    try:
+        asyncio.run(
+            serve(
+                config.directory / WEB_DIR,
+                host=args.host or config.serve_host,
+                port=config.serve_port if args.port is None else args.port,
+                access_log=config.serve_access_log,
+                extra_routes=[
+                    *metrics_routes(config.directory),
+                    *status_routes(config.directory),
+                ],
+            )
+        )
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except MirrorError as exc:
+        logger.error("serve failed: %s", exc)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def _tcp_port(text: str) -> int:
+    """argparse type for --port: a whole number from 1 to 65535."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port from 1 to 65535, got {text!r}")
+    return int(text)
+
+
+def _run_daemon(args: argparse.Namespace) -> int:
+    """``mirror daemon``: passes until a signal stops it (see mirror.daemon)."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        logger.error("configuration error: %s", exc)
+        return EXIT_USAGE
+
+    async def sync_pass() -> None:
+        logger.info("%s", summary_line(await _sync(config, None)))
+
+    schedule = Schedule(
+        interval_seconds=config.interval_seconds, jitter_seconds=config.interval_jitter_seconds
+    )
+    try:
+        stopped_by = asyncio.run(run_daemon(sync_pass, schedule=schedule))
+    except LockedError as exc:
+        logger.error("%s", exc)
+        return EXIT_LOCKED
+    except ConfigError as exc:
+        logger.error("configuration error: %s", exc)
+        return EXIT_USAGE
+    return EXIT_INTERRUPTED if stopped_by is signal.SIGINT else EXIT_OK
+
+
+def _progress_sink() -> ProgressSink:
+    """A live line on a terminal (erased before each log line), log lines otherwise."""
+    progress = progress_for(sys.stderr)
+    if isinstance(progress, TerminalProgress):
+        for handler in logging.getLogger().handlers:
+            # The daemon asks for a sink every pass: replace the last pass's filter.
+            for stale in [f for f in handler.filters if isinstance(f, ClearProgressFirst)]:
+                handler.removeFilter(stale)
+            handler.addFilter(progress.log_filter())
+    return progress
+
+
+def _run_filters(args: argparse.Namespace) -> int:
+    """``mirror filters``: a dry run of the filters over some projects."""
+    try:
+        config = load_config(args.config)
+        names = _project_names(args.names) or []
+        lines = asyncio.run(dry_run(config, names))
+    except ConfigError as exc:
+        logger.error("configuration error: %s", exc)
+        return EXIT_USAGE
+    except MirrorError as exc:
+        logger.error("filters failed: %s", exc)
+        return EXIT_ERROR
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    return EXIT_OK
+
+
 # One entry per subcommand of build_parser(); each returns the exit code.
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sync": _run_sync,
+    "status": _run_status,
+    "serve": _run_serve,
+    "daemon": _run_daemon,
+    "filters": _run_filters,
 }
 
 
@@ -178,10 +359,18 @@ async def _sync(config: Config, projects: list[NormalizedName] | None) -> SyncRe
             metadata_source="json" if config.metadata_source == "json" else "simple",
             retry_base_seconds=config.retry_base_seconds,
             retry_max_seconds=config.retry_max_seconds,
+            metrics_file=config.metrics_file,
+            filters=filters_of(config),
         )
         storage = FileSystemStorage(directory / WEB_DIR)
         async with Upstream(settings) as upstream:
-            syncer = Syncer(upstream=upstream, storage=storage, state=state, options=options)
+            syncer = Syncer(
+                upstream=upstream,
+                storage=storage,
+                state=state,
+                options=options,
+                progress=_progress_sink(),
+            )
             return await syncer.run(projects=projects)
 
 

@@ -21,18 +21,21 @@ import configparser
 import difflib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
 from humanfriendly import InvalidTimespan, format_timespan, parse_timespan
 
 from mirror.errors import ConfigError
+from mirror.filters import load_filters
 
 MIRROR_SECTION: Final = "mirror"
+SERVE_SECTION: Final = "serve"
 
-KNOWN_SECTIONS: Final[frozenset[str]] = frozenset({MIRROR_SECTION})
+KNOWN_SECTIONS: Final[frozenset[str]] = frozenset({MIRROR_SECTION, SERVE_SECTION})
 """Sections a config file may contain; any other is an error. Filters will add theirs."""
 
 FORMAT_HTML: Final = "html"
@@ -52,10 +55,22 @@ _DEFAULT_RETRIES: Final = 5
 _DEFAULT_METADATA_SOURCE: Final = "simple"
 _DEFAULT_RETRY_BASE_SECONDS: Final = 300.0
 _DEFAULT_RETRY_MAX_SECONDS: Final = 86400.0
+_DEFAULT_INTERVAL_SECONDS: Final = 600.0
+_DEFAULT_INTERVAL_JITTER_PERCENT: Final = 10.0
+
+_DEFAULT_SERVE_HOST: Final = "127.0.0.1"
+_DEFAULT_SERVE_PORT: Final = 8080
+_SERVE_PORT_RANGE: Final = (1, 65535)
+_SERVE_KEYS: Final[frozenset[str]] = frozenset({"host", "port", "access-log"})
 
 _WORKERS_RANGE: Final = (1, 64)
 _DOWNLOAD_CONCURRENCY_RANGE: Final = (1, 256)
 _RETRIES_RANGE: Final = (0, 20)
+# One second is short enough for tests; a week is as rare as a mirror can be useful.
+_INTERVAL_RANGE_SECONDS: Final = (1.0, 7 * 86400.0)
+# Jitter of more than half the interval would let two passes almost touch.
+_MAX_JITTER_FRACTION: Final = 0.5
+_PERCENT_RE: Final = re.compile(r"([0-9]+(?:\.[0-9]*)?)\s*%")
 
 _MIRROR_KEYS: Final[frozenset[str]] = frozenset(
     {
@@ -76,6 +91,9 @@ _MIRROR_KEYS: Final[frozenset[str]] = frozenset(
         "contact",
         "retry-base",
         "retry-max",
+        "interval",
+        "interval-jitter",
+        "metrics-file",
     }
 )
 
@@ -169,6 +187,26 @@ class Config:
     """``retry-base``: first back-off before a failed project is tried again."""
     retry_max_seconds: float = _DEFAULT_RETRY_MAX_SECONDS
     """``retry-max``: the cap on that back-off."""
+    interval_seconds: float = _DEFAULT_INTERVAL_SECONDS
+    """``interval``: ``mirror daemon``'s pause between the end of a pass and the next."""
+    interval_jitter_seconds: float = (
+        _DEFAULT_INTERVAL_SECONDS * _DEFAULT_INTERVAL_JITTER_PERCENT / 100
+    )
+    """``interval-jitter``: the most the pause varies either way (given in the file as
+    a duration or as a percentage of ``interval``)."""
+    metrics_file: Path | None = None
+    """``metrics-file``: where each sync writes Prometheus metrics; None: nowhere."""
+    serve_host: str = _DEFAULT_SERVE_HOST
+    """``[serve] host``: the address ``mirror serve`` listens on."""
+    serve_port: int = _DEFAULT_SERVE_PORT
+    """``[serve] port``: the TCP port ``mirror serve`` listens on."""
+    serve_access_log: bool = True
+    """``[serve] access-log``: log every request to the ``mirror.server.access`` logger."""
+    filter_sections: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    """Every section other than the ones above (``[plugins]``, ``[allowlist]``…), raw
+    and read-only, for :func:`mirror.filters.load_filters`; validated at load time."""
     source: Path | None = None
     """The file this was read from; None when parsed from a string."""
 
@@ -203,18 +241,21 @@ def parse_config(text: str, *, source: Path | None = None) -> Config:
     of range.
     """
     parser = _read(text, source)
+    filter_sections: dict[str, Mapping[str, str]] = {}
     for name in parser.sections():
         if name not in KNOWN_SECTIONS:
-            raise ConfigError(
-                "unknown section" + _suggestion(name, KNOWN_SECTIONS, bracket=True),
-                section=name,
-            )
+            hint = _suggestion(name, KNOWN_SECTIONS, bracket=True)
+            if hint:
+                raise ConfigError("unknown section" + hint, section=name)
+            # Any other section is the filters' to accept or refuse (load_filters below).
+            filter_sections[name] = MappingProxyType(dict(parser[name]))
     if not parser.has_section(MIRROR_SECTION):
         raise ConfigError("missing section; it must set at least `directory`", section="mirror")
     mirror = _Section(MIRROR_SECTION, parser[MIRROR_SECTION])
     mirror.check_keys(_MIRROR_KEYS)
 
     base = Path() if source is None else source.parent
+    load_filters(filter_sections, base=base)  # validation only; the CLI loads them again
     directory = (base / mirror.required_text("directory")).absolute()
 
     url_key = mirror.either("upstream", "master")
@@ -233,6 +274,20 @@ def parse_config(text: str, *, source: Path | None = None) -> Config:
         raise mirror.error(
             "retry-max",
             f"must be at least retry-base ({format_timespan(retry_base_seconds)})",
+        )
+
+    serve = _Section(
+        SERVE_SECTION, parser[SERVE_SECTION] if parser.has_section(SERVE_SECTION) else {}
+    )
+    serve.check_keys(_SERVE_KEYS)
+
+    interval_seconds = mirror.duration("interval", default=_DEFAULT_INTERVAL_SECONDS)
+    low, high = _INTERVAL_RANGE_SECONDS
+    if not low <= interval_seconds <= high:
+        raise mirror.error(
+            "interval",
+            f"must be between {format_timespan(low)} and {format_timespan(high)}, "
+            f"got {mirror.get('interval')!r}",
         )
 
     return Config(
@@ -256,6 +311,15 @@ def parse_config(text: str, *, source: Path | None = None) -> Config:
         user_agent_contact=mirror.contact("contact"),
         retry_base_seconds=retry_base_seconds,
         retry_max_seconds=retry_max_seconds,
+        interval_seconds=interval_seconds,
+        interval_jitter_seconds=_interval_jitter(mirror, interval_seconds),
+        metrics_file=(base / metrics).absolute()
+        if (metrics := mirror.get("metrics-file"))
+        else None,
+        serve_host=_serve_host(serve),
+        serve_port=serve.integer("port", default=_DEFAULT_SERVE_PORT, bounds=_SERVE_PORT_RANGE),
+        serve_access_log=serve.boolean("access-log", default=True),
+        filter_sections=MappingProxyType(filter_sections),
         source=source,
     )
 
@@ -315,6 +379,41 @@ def _formats(section: _Section) -> frozenset[str]:
         if name not in FORMATS:
             raise section.error(key, f"unknown format {name!r} (expected html, json)")
     return frozenset(names)
+
+
+def _serve_host(section: _Section) -> str:
+    """A host name or IP address to listen on: one printable ASCII word."""
+    raw = section.get("host")
+    if raw is None:
+        return _DEFAULT_SERVE_HOST
+    if not raw or not (raw.isascii() and raw.isprintable()) or any(c.isspace() for c in raw):
+        raise section.invalid("host", "a host name or IP address such as 127.0.0.1", raw)
+    return raw
+
+
+def _interval_jitter(section: _Section, interval_seconds: float) -> float:
+    """``interval-jitter`` in seconds: a duration (``30s``, ``0``) or a percentage of
+    the interval (``10%``), at most half the interval."""
+    key = "interval-jitter"
+    raw = section.get(key)
+    if raw is None:
+        return interval_seconds * _DEFAULT_INTERVAL_JITTER_PERCENT / 100
+    percent = _PERCENT_RE.fullmatch(raw)
+    if percent is not None:
+        seconds = interval_seconds * float(percent.group(1)) / 100
+    else:
+        try:
+            seconds = float(parse_timespan(raw))
+        except InvalidTimespan:
+            raise section.invalid(
+                key, "a duration such as 30s or 1m, or a percentage such as 10%", raw
+            ) from None
+    most = interval_seconds * _MAX_JITTER_FRACTION
+    if not 0 <= seconds <= most:
+        raise section.error(
+            key, f"must be between 0 and half the interval ({format_timespan(most)}), got {raw!r}"
+        )
+    return seconds
 
 
 def _suggestion(word: str, candidates: frozenset[str], *, bracket: bool = False) -> str:

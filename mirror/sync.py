@@ -14,32 +14,46 @@ safely queued.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import posixpath
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 from packaging.utils import NormalizedName
 
 from mirror.errors import MirrorError, ProjectNotFoundError
+from mirror.filters import FilterSet
+from mirror.filters.dependencies import merge as merge_needs
+from mirror.filters.dependencies import needs_of, requires_dist
+from mirror.metrics import write_metrics_file
 from mirror.models import DistFile, ListedProject, PackagePath, ProjectDetail, Serial
 from mirror.models import changed_projects as fold_changelog
+from mirror.progress import NoProgress, ProgressSink
 from mirror.simple import (
     render_project_html,
     render_project_json,
     render_root_html,
     render_root_json,
 )
-from mirror.state import StateStore, StoredFile, TodoItem
+from mirror.state import RunRecord, StateStore, StoredFile, TodoItem
 from mirror.storage import Storage, StoredBlob
 from mirror.upstream import Upstream
 
 logger = logging.getLogger(__name__)
 
 PageFormat = Literal["html", "json"]
+
+NEEDS_META_KEY = "filters_dependencies"
+"""State meta key holding the dependency closure (JSON ``{project: [specifiers]}``)."""
+_MAX_CLOSURE_ROUNDS = 20
+
+FILTERS_META_KEY = "filters_fingerprint"
+"""State meta key holding :attr:`FilterSet.fingerprint` of the last reconciled run."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +67,10 @@ class SyncOptions:
     metadata_source: Literal["simple", "json"] = "simple"
     retry_base_seconds: float = 300.0
     retry_max_seconds: float = 86_400.0
+    metrics_file: Path | None = None
+    """Where to write Prometheus metrics at the end of each run (None: nowhere)."""
+    filters: FilterSet = field(default_factory=FilterSet)
+    """What the mirror keeps (``[plugins] enabled``); empty keeps everything."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +97,8 @@ class SyncReport:
     pending: int
     """Projects still in the todo queue (failed ones waiting for their next attempt)."""
     elapsed_seconds: float
+    upstream_serial: Serial | None = None
+    """Upstream's serial as this run saw it; None for a ``--project`` run."""
 
     @property
     def ok(self) -> bool:
@@ -114,13 +134,17 @@ class Syncer:
         state: StateStore,
         options: SyncOptions,
         clock: Callable[[], float] = time.time,
+        progress: ProgressSink | None = None,
     ) -> None:
+        self._progress: ProgressSink = progress if progress is not None else NoProgress()
         self._upstream = upstream
         self._storage = storage
         self._state = state
         self._options = options
         self._clock = clock
         self._download_slots = asyncio.Semaphore(options.download_concurrency)
+        self._filters = options.filters  # plus the dependency closure, once loaded
+        self._needs: dict[NormalizedName, tuple[str, ...]] = {}
 
     async def run(self, *, projects: Sequence[NormalizedName] | None = None) -> SyncReport:
         """Bring the mirror in step with upstream.
@@ -131,8 +155,11 @@ class Syncer:
         serial, and work through every due item in the queue.
         """
         started = time.monotonic()
+        started_at = self._clock()
         tally = _Tally()
+        upstream_serial: Serial | None = None
         await self._collect_garbage(tally)
+        await self._load_needs()
         if projects is not None:
             items = [
                 TodoItem(
@@ -146,10 +173,15 @@ class Syncer:
                 for name in dict.fromkeys(projects)
             ]
         else:
-            await self._queue_changes()
+            await self._follow_filters()
+            upstream_serial = await self._queue_changes()
             items = await asyncio.to_thread(self._state.due, self._clock())
         logger.info("%d project(s) to sync", len(items))
-        await self._sync_projects(items, tally)
+        self._progress.start(len(items))
+        try:
+            await self._sync_following_dependencies(items, tally)
+        finally:
+            self._progress.finish()
         serial = await asyncio.to_thread(self._state.mirror_serial)
         if tally.root_dirty or not await self._storage.exists("simple/index.html"):
             await self._write_root(serial)
@@ -157,7 +189,7 @@ class Syncer:
             "last-modified", datetime.now(UTC).strftime("%Y%m%dT%H:%M:%S\n").encode()
         )
         pending = await asyncio.to_thread(self._state.todo_count)
-        return SyncReport(
+        report = SyncReport(
             serial=serial,
             projects_synced=tally.synced,
             projects_removed=tally.removed,
@@ -167,12 +199,38 @@ class Syncer:
             files_deleted=tally.files_deleted,
             pending=pending,
             elapsed_seconds=time.monotonic() - started,
+            upstream_serial=upstream_serial,
         )
+        await asyncio.to_thread(self._record_run, report, started_at)
+        return report
+
+    def _record_run(self, report: SyncReport, started_at: float) -> None:
+        """Append the run to the state's history and refresh the metrics file
+        (in a worker thread)."""
+        self._state.record_run(
+            RunRecord(
+                started=started_at,
+                finished=self._clock(),
+                ok=report.ok,
+                projects_synced=report.projects_synced,
+                projects_removed=report.projects_removed,
+                projects_failed=len(report.failures),
+                files_downloaded=report.files_downloaded,
+                bytes_downloaded=report.bytes_downloaded,
+                files_deleted=report.files_deleted,
+                serial=report.serial,
+                upstream_serial=report.upstream_serial,
+                totals=self._state.totals(),
+            )
+        )
+        if self._options.metrics_file is not None:
+            write_metrics_file(self._options.metrics_file, self._state, now=self._clock())
 
     # --- change detection -----------------------------------------------------------
 
-    async def _queue_changes(self) -> None:
-        """Queue every upstream change since the mirror serial and advance the serial.
+    async def _queue_changes(self) -> Serial:
+        """Queue every upstream change since the mirror serial and advance the serial;
+        return the serial upstream is at, as far as this run knows.
 
         The queue insert and the serial update are one transaction, so a crash either
         loses both (the next run reads the same changes again) or keeps both.
@@ -183,15 +241,13 @@ class Syncer:
             # Read the last serial first: a change that lands while the listing is built
             # is then seen again by the next run's changelog, never missed.
             last = await self._upstream.changelog_last_serial()
-            listing = await self._upstream.list_packages_with_serial()
-            changes = {p.name: p.serial for p in listing}
-            display_names = {p.name: p.display_name for p in listing}
+            changes, display_names = await self._first_listing()
             # Projects we hold that upstream no longer lists are queued too: they will
             # answer 404 and be removed.
             for row in await asyncio.to_thread(lambda: list(self._state.iter_projects())):
                 changes.setdefault(row.name, Serial(0))
             new_serial = max([last, *changes.values()])
-            logger.info("first sync: upstream lists %d projects, serial %d", len(listing), last)
+            logger.info("first sync: %d project(s) to consider, serial %d", len(changes), last)
         else:
             entries = await self._upstream.changelog_since_serial(serial)
             changes = fold_changelog(entries)
@@ -203,6 +259,7 @@ class Syncer:
                 len(changes),
                 new_serial,
             )
+        changes = self._admitted(changes)
         await asyncio.to_thread(
             lambda: self._state.enqueue(
                 changes,
@@ -211,6 +268,143 @@ class Syncer:
                 now=self._clock(),
             )
         )
+        return Serial(new_serial)
+
+    # --- filters ------------------------------------------------------------------
+
+    async def _first_listing(
+        self,
+    ) -> tuple[dict[NormalizedName, Serial], dict[NormalizedName, str]]:
+        """``({project: serial}, {project: display name})`` for a first sync. With an
+        allowlist that is the allowed names (serial 0: any page is fresh enough), so
+        the full listing of hundreds of thousands of names is never fetched."""
+        allowed = self._filters.included_names()
+        if allowed is not None:
+            return dict.fromkeys(sorted(allowed), Serial(0)), {}
+        listing = await self._upstream.list_packages_with_serial()
+        return {p.name: p.serial for p in listing}, {p.name: p.display_name for p in listing}
+
+    def _admitted(self, changes: dict[NormalizedName, Serial]) -> dict[NormalizedName, Serial]:
+        """``changes`` without the projects the name filters leave out."""
+        filters = self._filters
+        admitted = {name: s for name, s in changes.items() if filters.check_name(name) is None}
+        if len(admitted) < len(changes):
+            logger.info("filters leave out %d project(s) by name", len(changes) - len(admitted))
+        return admitted
+
+    async def _follow_filters(self) -> None:
+        """Reconcile the mirror with its filters when their config changed since the
+        last run (the fingerprint in the state's meta table).
+
+        Every project the mirror holds is queued again: its sync removes it when the
+        filters now leave it out (pages first, then files) and otherwise trims or
+        grows it to what the filters keep. The projects an allowlist names are queued
+        too; without an allowlist the full listing is read once, so projects a looser
+        filter now admits are found. Nothing walks the tree. The fingerprint is stored
+        only after the queue is, so a crash in between repeats the reconciliation.
+        """
+        filters = self._options.filters
+        fingerprint = filters.fingerprint
+        known = await asyncio.to_thread(self._state.get_meta, FILTERS_META_KEY)
+        if known == fingerprint:
+            return
+        if known is None and not filters.filters:
+            # A mirror from before filters existed: it was unfiltered, so it still is.
+            await asyncio.to_thread(self._state.set_meta, FILTERS_META_KEY, fingerprint)
+            return
+        changes: dict[NormalizedName, Serial] = {}
+        display_names: dict[NormalizedName, str] = {}
+        if await asyncio.to_thread(self._state.mirror_serial) is not None:
+            listed, display_names = await self._first_listing()
+            changes = self._admitted(listed)
+        for row in await asyncio.to_thread(lambda: list(self._state.iter_projects())):
+            changes.setdefault(row.name, Serial(0))
+        if changes:
+            logger.info("the filters changed: re-evaluating %d project(s)", len(changes))
+        await asyncio.to_thread(
+            lambda: self._state.enqueue(changes, display_names=display_names, now=self._clock())
+        )
+        await asyncio.to_thread(self._state.set_meta, FILTERS_META_KEY, fingerprint)
+
+    async def _load_needs(self) -> None:
+        """Admit the dependency closure the last run found (``[allowlist]
+        dependencies = true``)."""
+        if self._options.filters.marker_environments() is None:
+            return
+        raw = await asyncio.to_thread(self._state.get_meta, NEEDS_META_KEY)
+        try:
+            loaded = json.loads(raw) if raw is not None else {}
+            needs = {NormalizedName(k): tuple(map(str, v)) for k, v in loaded.items()}
+        except (ValueError, AttributeError, TypeError):
+            # Derived data: the closure is found again after this run's syncs.
+            logger.warning("ignoring an unreadable dependency closure in the state store")
+            needs = {}
+        self._needs = needs
+        self._filters = self._options.filters.with_needs(needs)
+
+    async def _sync_following_dependencies(self, items: Sequence[TodoItem], tally: _Tally) -> None:
+        """Sync ``items``; then, for an allowlist that follows dependencies, read the
+        requirements of what is mirrored, admit and sync what changed in the closure,
+        and repeat until the closure stops changing."""
+        await self._sync_projects(items, tally)
+        environments = self._options.filters.marker_environments()
+        if environments is None:
+            return
+        for _ in range(_MAX_CLOSURE_ROUNDS):
+            needs = await self._dependency_closure(environments)
+            if needs == self._needs:
+                return
+            changed = sorted(
+                name
+                for name in needs.keys() | self._needs.keys()
+                if needs.get(name) != self._needs.get(name)
+            )
+            logger.info("dependencies: %d project(s) needed, %d changed", len(needs), len(changed))
+            await asyncio.to_thread(self._state.set_meta, NEEDS_META_KEY, json.dumps(needs))
+            self._needs = needs
+            self._filters = self._options.filters.with_needs(needs)
+            # Queued, so that one failing now is retried by later runs.
+            await asyncio.to_thread(
+                self._state.enqueue, dict.fromkeys(changed, Serial(0)), now=self._clock()
+            )
+            await self._sync_projects(
+                [
+                    TodoItem(
+                        name=name,
+                        serial=Serial(0),
+                        display_name=None,
+                        attempts=0,
+                        next_attempt=0.0,
+                        last_error=None,
+                    )
+                    for name in changed
+                ],
+                tally,
+            )
+        logger.warning("the dependency closure still changes after %d rounds", _MAX_CLOSURE_ROUNDS)
+
+    async def _dependency_closure(
+        self, environments: Sequence[Mapping[str, str]]
+    ) -> dict[NormalizedName, tuple[str, ...]]:
+        """``{project: specifiers}`` needed by the allowlisted projects and, in turn,
+        by those, from the ``Requires-Dist`` of the ``.metadata`` files mirrored."""
+        needs: dict[NormalizedName, set[str]] = {}
+        frontier = sorted(self._options.filters.included_names() or ())
+        seen: set[NormalizedName] = set()
+        while frontier:
+            name = frontier.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            stored = await asyncio.to_thread(self._state.project_files, name)
+            for path, known in sorted(stored.items()):
+                if known.metadata_sha256 is None:
+                    continue
+                metadata = await self._storage.read_bytes(f"{path}.metadata")
+                for dependency, specs in needs_of(requires_dist(metadata), environments).items():
+                    needs.setdefault(dependency, set()).update(specs)
+                    frontier.append(dependency)
+        return merge_needs(needs)
 
     # --- the worker pool ----------------------------------------------------------
 
@@ -238,6 +432,7 @@ class Syncer:
         except MirrorError as exc:
             failure = await self._record_failure(item, exc)
             tally.failures.append(failure)
+            self._progress.project_done(ok=False)
             logger.error(
                 "project %s failed (attempt %d, next try in %.0fs): %s",
                 item.name,
@@ -251,6 +446,7 @@ class Syncer:
         else:
             tally.synced += 1
         tally.root_dirty = True
+        self._progress.project_done(ok=True)
         logger.debug("project %s done in %.2fs", item.name, time.monotonic() - started)
 
     async def _record_failure(self, item: TodoItem, exc: MirrorError) -> ProjectFailure:
@@ -280,7 +476,12 @@ class Syncer:
     # --- one project ----------------------------------------------------------------
 
     async def _sync_project(self, item: TodoItem, tally: _Tally) -> bool:
-        """Bring one project in step. Returns True when it was removed (404 upstream)."""
+        """Bring one project in step. Returns True when it was removed (404 upstream, or
+        left out by the filters)."""
+        excluded = self._filters.check_name(item.name)
+        if excluded is not None:
+            await self._remove_project(item.name, tally, why=f"left out by {excluded}")
+            return True
         min_serial = item.serial if item.serial > 0 else None
         try:
             detail = await self._upstream.project_detail(
@@ -289,6 +490,13 @@ class Syncer:
         except ProjectNotFoundError:
             await self._remove_project(item.name, tally)
             return True
+        outcome = self._filters.apply(detail)
+        for drop in outcome.drops:
+            logger.debug("%s: filters leave out %s", item.name, drop)
+        if outcome.detail is None:
+            await self._remove_project(item.name, tally, why=f"left out by {outcome.drops[-1]}")
+            return True
+        detail = outcome.detail
         stored = await asyncio.to_thread(self._state.project_files, item.name)
         await self._fetch_files(detail, stored, tally)
         stored = await asyncio.to_thread(self._state.project_files, item.name)
@@ -421,6 +629,7 @@ class Syncer:
         )
         tally.files_downloaded += 1
         tally.bytes_downloaded += blob.size
+        self._progress.bytes_downloaded(blob.size)
         return blob
 
     async def _write_project_pages(self, detail: ProjectDetail, display_name: str) -> None:
@@ -441,13 +650,15 @@ class Syncer:
             else:
                 await self._storage.write_bytes(f"pypi/{detail.name}/json", raw)
 
-    async def _remove_project(self, name: NormalizedName, tally: _Tally) -> None:
+    async def _remove_project(
+        self, name: NormalizedName, tally: _Tally, *, why: str = "gone upstream"
+    ) -> None:
         """Upstream no longer has the project: pages go first, then its files."""
         await self._storage.delete_tree(f"simple/{name}")
         await self._storage.delete_tree(f"pypi/{name}")
         garbage = await asyncio.to_thread(self._state.remove_project, name)
         await self._delete_files(garbage, tally)
-        logger.info("removed %s: gone upstream (%d file(s) deleted)", name, len(garbage))
+        logger.info("removed %s: %s (%d file(s) deleted)", name, why, len(garbage))
 
     async def _delete_files(self, paths: Iterable[PackagePath], tally: _Tally) -> None:
         paths = list(paths)

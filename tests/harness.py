@@ -8,6 +8,7 @@ from pathlib import Path
 
 from packaging.utils import NormalizedName, canonicalize_name
 
+from mirror.progress import ProgressSink
 from mirror.state import StateStore
 from mirror.storage import FileSystemStorage, Storage
 from mirror.sync import Syncer, SyncOptions, SyncReport
@@ -50,7 +51,9 @@ class MirrorRunner:
         self.directory.mkdir(parents=True, exist_ok=True)
         return StateStore.open(self.directory / "mirror.db")
 
-    async def sync(self, projects: Sequence[str] | None = None) -> SyncReport:
+    async def sync(
+        self, projects: Sequence[str] | None = None, *, progress: ProgressSink | None = None
+    ) -> SyncReport:
         names: list[NormalizedName] | None = (
             [canonicalize_name(p) for p in projects] if projects is not None else None
         )
@@ -65,5 +68,6 @@ class MirrorRunner:
                     state=state,
                     options=self.options,
                     clock=self.clock,
+                    progress=progress,
                 )
                 return await syncer.run(projects=names)

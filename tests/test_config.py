@@ -29,9 +29,17 @@ FIELD_KEYS = {
     "user_agent_contact": "contact",
     "retry_base_seconds": "retry-base",
     "retry_max_seconds": "retry-max",
+    "interval_seconds": "interval",
+    "interval_jitter_seconds": "interval-jitter",
+    "metrics_file": "metrics-file",
+    "serve_host": "host",
+    "serve_port": "port",
+    "serve_access_log": "access-log",
 }
 # bandersnatch's spellings, accepted as aliases.
 ALIAS_KEYS = {"master", "timeout", "simple-format"}
+# Where the example's filter sections start; they are not Config fields.
+FILTERS_HEADING = "; ==== Filters"
 
 
 def mirror_section(*lines: str) -> str:
@@ -325,7 +333,7 @@ def test_missing_mirror_section_is_an_error(text: str) -> None:
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ("plugins", "[plugins]: unknown section"),
+        ("plugins", "[plugins] workers: unknown key"),
         ("Mirror", "[Mirror]: unknown section; did you mean [mirror]?"),
         ("mirrors", "[mirrors]: unknown section; did you mean [mirror]?"),
         ("DEFAULT", "[DEFAULT]: unknown section"),
@@ -342,8 +350,8 @@ def test_default_section_keys_do_not_leak_into_mirror() -> None:
     assert str(error) == "[DEFAULT]: unknown section"
 
 
-def test_known_sections_is_just_mirror_for_now() -> None:
-    assert frozenset({"mirror"}) == KNOWN_SECTIONS
+def test_known_sections_are_mirror_and_serve() -> None:
+    assert frozenset({"mirror", "serve"}) == KNOWN_SECTIONS
 
 
 @pytest.mark.parametrize(
@@ -515,18 +523,16 @@ def test_example_config_parses_to_the_documented_defaults() -> None:
 
 
 def example_keys() -> set[str]:
-    """Every key the example sets or shows commented out (`; key = value`)."""
+    """Every key the example sets or shows commented out (`; key = value`), up to the
+    filter sections (tests/test_filters_config.py checks those)."""
     pattern = re.compile(r"^[;#]?\s?([a-z][a-z-]*) =(?: |$)")
-    return {
-        match[1]
-        for line in EXAMPLE.read_text(encoding="utf-8").splitlines()
-        if (match := pattern.match(line))
-    }
+    text = EXAMPLE.read_text(encoding="utf-8").split(FILTERS_HEADING)[0]
+    return {match[1] for line in text.splitlines() if (match := pattern.match(line))}
 
 
 def test_every_config_field_has_a_key_in_this_table() -> None:
     fields = {field.name for field in dataclasses.fields(Config)}
-    assert set(FIELD_KEYS) == fields - {"source"}
+    assert set(FIELD_KEYS) == fields - {"source", "filter_sections"}
 
 
 def test_example_documents_every_key_and_no_others() -> None:
@@ -547,7 +553,8 @@ def test_commented_out_keys_in_the_example_are_valid_when_uncommented(key: str) 
     (example_line,) = [line for line in lines if line.startswith(f"; {key} =")]
     replaces = {"master": "upstream", "simple-format": "formats"}.get(key)
     kept = [line for line in lines if replaces is None or not line.startswith(f"{replaces} =")]
-    kept.append(example_line.removeprefix("; "))
+    # Into [mirror], whichever section ends the file.
+    kept.insert(kept.index("[mirror]") + 1, example_line.removeprefix("; "))
     parse_config("\n".join(kept))
 
 
