@@ -58,14 +58,19 @@ def project_name(raw: str) -> NormalizedName:
 def package_path_from_url(url: str, *, filename: str) -> PackagePath:
     """Derive the on-disk path of a distribution file from its upstream URL.
 
-    The URL's path must end in ``packages/<a>/<b>/<c>/<filename>`` (PyPI's
-    content-addressed layout, and the legacy ``packages/source/r/requests/...`` one),
-    each component percent-decoded and checked: no empty, ``.`` or ``..`` components,
-    no slashes, backslashes, NUL or control characters. The last component must be the
-    advertised ``filename``. Raises UnsafePathError otherwise.
+    The URL must be absolute ``http`` or ``https``, on any host: PyPI serves its pages
+    from pypi.org and its files from files.pythonhosted.org, so the host says nothing
+    about safety. Only the path decides where the file lands. It must end in
+    ``packages/<a>/<b>/<c>/<filename>`` (PyPI's content-addressed layout, and the
+    legacy ``packages/source/r/requests/...`` one), each component percent-decoded
+    and checked: no empty, ``.`` or ``..`` components, no slashes, backslashes, NUL or
+    control characters. The last component must be the advertised ``filename``.
+    Raises UnsafePathError otherwise.
     """
-    path = urlsplit(url).path
-    components = [unquote(part) for part in path.split("/")]
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in {"http", "https"} or not parts.netloc:
+        raise UnsafePathError(f"file URL {url!r} is not an absolute http(s) URL")
+    components = [unquote(part) for part in parts.path.split("/")]
     if len(components) < 5 or components[-5] != "packages":
         raise UnsafePathError(f"file URL {url!r} is not under /packages/<a>/<b>/<c>/")
     tail = components[-4:]
@@ -289,7 +294,7 @@ def changed_projects(entries: Iterable[ChangelogEntry]) -> dict[NormalizedName, 
 
 def _file_from_simple_json(node: _Node, page_url: str) -> DistFile:
     filename = node.key("filename").string()
-    url = urljoin(page_url, node.key("url").string())
+    url = _file_url(node.key("url"), page_url)
     hashes = node.key("hashes")
     sha256 = _sha256(hashes.key("sha256"))
     core = node.optional("core-metadata")
@@ -320,7 +325,7 @@ def _file_from_simple_json(node: _Node, page_url: str) -> DistFile:
 
 def _file_from_pypi_json(node: _Node, page_url: str) -> DistFile:
     filename = node.key("filename").string()
-    url = urljoin(page_url, node.key("url").string())
+    url = _file_url(node.key("url"), page_url)
     sha256 = _sha256(node.key("digests").key("sha256"))
     has_metadata, metadata_sha256 = _core_metadata(node.optional("core-metadata"))
     yanked = node.optional("yanked")
@@ -342,6 +347,15 @@ def _file_from_pypi_json(node: _Node, page_url: str) -> DistFile:
         core_metadata=has_metadata,
         core_metadata_sha256=metadata_sha256,
     )
+
+
+def _file_url(node: _Node, page_url: str) -> str:
+    """The absolute URL of a file, resolved against its page. A page read over https
+    may not send the download over plain http: that would undo the page's TLS."""
+    url = urljoin(page_url, node.string())
+    if urlsplit(page_url).scheme == "https" and urlsplit(url).scheme != "https":
+        raise UnsafePathError(f"{node.path}: an https page links {url!r}, which is not https")
+    return url
 
 
 def _path(url: str, filename: str, node: _Node) -> PackagePath:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from mirror.testing.corpus import generate_corpus
+from mirror.testing.faults import FaultPlan, parse_fault_plan
 from mirror.testing.upstream import FakeUpstream, is_loopback
 
 
@@ -29,6 +30,7 @@ class ServeOptions:
     seed: int = 0
     file_size_bytes: int = 0
     wheels_per_release: int = 1
+    faults: FaultPlan | None = None
 
 
 def parse_options(argv: Sequence[str] | None) -> ServeOptions:
@@ -43,7 +45,18 @@ def parse_options(argv: Sequence[str] | None) -> ServeOptions:
     parser.add_argument("--seed", type=int, default=0, help="corpus seed")
     parser.add_argument("--file-size-bytes", type=int, default=0, help="payload per file")
     parser.add_argument("--wheels-per-release", type=int, default=1)
+    parser.add_argument(
+        "--faults",
+        metavar="PLAN",
+        help="inject faults, e.g. seed=1,error=0.05,truncate=0.02,corrupt=0.01,stale=0.02",
+    )
     args = parser.parse_args(argv)
+    faults: FaultPlan | None = None
+    if args.faults is not None:
+        try:
+            faults = parse_fault_plan(args.faults)
+        except ValueError as exc:
+            parser.error(f"--faults: {exc}")
     return ServeOptions(
         host=args.host,
         port=args.port,
@@ -51,6 +64,7 @@ def parse_options(argv: Sequence[str] | None) -> ServeOptions:
         seed=args.seed,
         file_size_bytes=args.file_size_bytes,
         wheels_per_release=args.wheels_per_release,
+        faults=faults,
     )
 
 
@@ -64,6 +78,7 @@ async def serve(options: ServeOptions, *, out: TextIO, stop: asyncio.Event | Non
             file_size_bytes=options.file_size_bytes,
             wheels_per_release=options.wheels_per_release,
         )
+        upstream.faults = options.faults
         out.write(f"{upstream.base_url}\n")
         out.write(
             f"serving {len(upstream.project_names())} projects at serial {upstream.serial};"

@@ -15,7 +15,10 @@ shapes, headers and quirks described in ``research/protocol.md``:
 
 Fault hooks (:meth:`FakeUpstream.fail_next`, :meth:`FakeUpstream.stale_next`,
 :meth:`FakeUpstream.corrupt_file`) let tests provoke 5xx answers, CDN-stale pages and
-corrupted downloads. The server only ever binds a loopback address.
+corrupted downloads; a seeded :class:`~mirror.testing.faults.FaultPlan`
+(:attr:`FakeUpstream.faults`) spreads every kind of fault over all requests, and
+:meth:`FakeUpstream.serve_raw` answers one path with crafted bytes (hostile or broken
+upstream). The server only ever binds a loopback address.
 
 The mutating methods are synchronous and hash in the calling thread: they are test
 set-up, called between requests, not request handling.
@@ -23,6 +26,7 @@ set-up, called between requests, not request handling.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import email.parser
 import hashlib
@@ -30,8 +34,9 @@ import ipaddress
 import json
 import logging
 import re
+import ssl
 import xmlrpc.client
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -46,6 +51,7 @@ from packaging.version import InvalidVersion, Version
 
 from mirror.models import format_upload_time, version_sort_key
 from mirror.testing.distributions import make_sdist, make_wheel
+from mirror.testing.faults import FaultKind, FaultPlan, RequestKind
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +64,13 @@ _OFFERS = (TEXT_HTML, SIMPLE_HTML, SIMPLE_JSON)
 _PROJECT_NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 _XML_ILLEGAL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
+_XMLRPC_PATHS = frozenset({"/pypi", "/pypi/", "/RPC2"})
+_PAGE_RE = re.compile(r"^/(simple/[^/]+/|pypi/[^/]+/json/?)$")
+_SERVER_ERRORS = (500, 502, 503, 504)
+_RATE_LIMIT_TEXT = (
+    "HTTPTooManyRequests: The action could not be performed because there were too "
+    "many requests by the client. Limit may reset in {seconds} seconds."
+)
 # Journal time is synthetic and deterministic: one minute per serial from this instant.
 _JOURNAL_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 _CORS_HEADERS = {
@@ -162,15 +175,48 @@ class _Fault:
     remaining: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InjectedFault:
+    """A fault the plan put on one request: the ``attempt``-th (from 0) for ``path``."""
+
+    path: str
+    attempt: int
+    kind: FaultKind
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RawAnswer:
+    """A crafted answer for :meth:`FakeUpstream.serve_raw`: exactly these bytes.
+
+    ``chunks``, when given, streams the body instead (without a Content-Length), so a
+    test can send more than it would want to hold in memory, or send forever.
+    """
+
+    status: int = 200
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+    chunks: Callable[[], AsyncIterator[bytes]] | None = None
+
+
 class FakeUpstream:
     """An in-memory PyPI served over loopback HTTP; use as an async context manager.
 
     ``page_limit`` caps the rows one ``changelog_since_serial`` call returns (PyPI:
     50 000). ``port=0`` picks a free port; :attr:`base_url` tells which. Non-loopback
     hosts raise ValueError: this server must never be reachable from the network.
+    ``faults`` is the initial :attr:`faults` plan; ``tls`` serves HTTPS with that
+    server context (the base URL is then ``https://``).
     """
 
-    def __init__(self, *, page_limit: int = 50_000, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        *,
+        page_limit: int = 50_000,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: FaultPlan | None = None,
+        tls: ssl.SSLContext | None = None,
+    ):
         if not is_loopback(host):
             raise ValueError(f"refusing to serve on non-loopback host {host!r}")
         self.page_limit = page_limit
@@ -178,6 +224,7 @@ class FakeUpstream:
         """``(method, path with query)`` of every request, in arrival order."""
         self._host = host
         self._port = port
+        self._tls = tls
         self._base_url: str | None = None
         self._runner: web.AppRunner | None = None
         self._serial = 0
@@ -192,6 +239,12 @@ class FakeUpstream:
         self._corrupted: set[str] = set()
         self._faults: list[_Fault] = []
         self._stale: dict[NormalizedName, int] = {}
+        self._plan = faults
+        self._plan_counts: dict[str, int] = {}
+        self._injected: list[InjectedFault] = []
+        self._raw: dict[tuple[str, str], RawAnswer] = {}
+        # Requests (by id, while in flight) the plan made stale.
+        self._stale_requests: set[int] = set()
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -199,7 +252,7 @@ class FakeUpstream:
         runner = web.AppRunner(self._build_app(), access_log=None, handle_signals=False)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._port)
+            site = web.TCPSite(runner, self._host, self._port, ssl_context=self._tls)
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -207,7 +260,8 @@ class FakeUpstream:
         port = runner.addresses[0][1]
         host = f"[{self._host}]" if ":" in self._host else self._host
         self._runner = runner
-        self._base_url = f"http://{host}:{port}"
+        scheme = "http" if self._tls is None else "https"
+        self._base_url = f"{scheme}://{host}:{port}"
         logger.debug("fake upstream listening at %s", self._base_url)
         return self
 
@@ -434,6 +488,32 @@ class FakeUpstream:
                     return
         raise KeyError(f"{project!r} has no file {filename!r}")
 
+    @property
+    def faults(self) -> FaultPlan | None:
+        """The fault plan applied to every request; None serves faithfully.
+
+        Setting it (``None`` included) restarts the per-path request counts and
+        clears :attr:`injected`, so the same plan over the same requests injects the
+        same faults again.
+        """
+        return self._plan
+
+    @faults.setter
+    def faults(self, plan: FaultPlan | None) -> None:
+        self._plan = plan
+        self._plan_counts.clear()
+        self._injected.clear()
+
+    @property
+    def injected(self) -> tuple[InjectedFault, ...]:
+        """Every fault the plan injected since it was set, in arrival order."""
+        return tuple(self._injected)
+
+    def serve_raw(self, path: str, answer: RawAnswer, *, method: str = "GET") -> None:
+        """Answer every ``method`` request for ``path`` (without its query) with
+        ``answer`` from now on, whatever the corpus holds: hostile or broken input."""
+        self._raw[(method, path)] = answer
+
     # --- queries -----------------------------------------------------------------
 
     def file_url(self, project: str, filename: str) -> str:
@@ -538,10 +618,68 @@ class FakeUpstream:
                 fault.remaining -= 1
                 logger.debug("injected %d for %s", fault.status, request.path_qs)
                 return web.Response(status=fault.status, text=f"injected {fault.status}\n")
-        return await handler(request)
+        plan = self._plan
+        if plan is None:
+            return await self._answer(request, handler)
+        path = request.path
+        attempt = self._plan_counts.get(path, 0)
+        self._plan_counts[path] = attempt + 1
+        kind = plan.fault_for(path, attempt, _request_kind(request))
+        if kind == "stale" and self._previous.get(_project_key(path)) is None:
+            kind = None  # nothing older to show: a stale 404 is not simulated
+        if kind is not None:
+            logger.debug("injected %s for %s", kind, request.path_qs)
+            self._injected.append(InjectedFault(path=path, attempt=attempt, kind=kind))
+        if plan.is_slow(path, attempt):
+            await asyncio.sleep(plan.slow_seconds)
+        return await self._faulty(request, handler, plan, kind, attempt)
 
-    def _served_state(self, key: NormalizedName) -> _Project | None:
+    async def _faulty(
+        self,
+        request: web.Request,
+        handler: Handler,
+        plan: FaultPlan,
+        kind: FaultKind | None,
+        attempt: int,
+    ) -> web.StreamResponse:
+        """Answer ``request`` with the fault ``kind`` (or faithfully for None)."""
+        refusal = _refusal(request, plan, kind, attempt)
+        if refusal is not None:
+            return refusal
+        if kind == "stale":
+            self._stale_requests.add(id(request))
+        try:
+            response = await self._answer(request, handler)
+        finally:
+            self._stale_requests.discard(id(request))
+        body = response.body if isinstance(response, web.Response) else None
+        if kind not in {"truncate", "corrupt"} or not isinstance(body, bytes) or not body:
+            return response
+        assert isinstance(response, web.Response)
+        if response.status != 200:
+            return response
+        if kind == "corrupt":
+            response.body = bytes([body[0] ^ 0xFF]) + body[1:]
+            return response
+        return await _truncated(request, response, body)
+
+    async def _answer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        raw = self._raw.get((request.method, request.path))
+        if raw is None:
+            return await handler(request)
+        if raw.chunks is None:
+            return web.Response(status=raw.status, body=raw.body, headers=dict(raw.headers))
+        stream = web.StreamResponse(status=raw.status, headers=dict(raw.headers))
+        await stream.prepare(request)
+        async for chunk in raw.chunks():
+            await stream.write(chunk)
+        await stream.write_eof()
+        return stream
+
+    def _served_state(self, request: web.Request, key: NormalizedName) -> _Project | None:
         """The project as a page request sees it: stale when a stale answer is due."""
+        if id(request) in self._stale_requests:
+            return self._previous.get(key)
         if self._stale.get(key, 0) > 0:
             self._stale[key] -= 1
             return self._previous.get(key)
@@ -594,7 +732,7 @@ class FakeUpstream:
         if raw != key:
             tail = f"{quote(version)}/json" if version is not None else "json"
             return _redirect(request, f"/pypi/{key}/{tail}")
-        state = self._served_state(key)
+        state = self._served_state(request, key)
         if state is None or state.is_quarantined or not state.releases:
             return _json_not_found()
         if version is None:
@@ -719,7 +857,7 @@ class FakeUpstream:
         key = canonicalize_name(raw)
         if raw != key:
             return _redirect(request, f"/simple/{key}/")
-        state = self._served_state(key)
+        state = self._served_state(request, key)
         if state is None:
             return web.Response(status=404, text="404 Not Found")
         content_type = negotiate(request.headers.get("Accept"))
@@ -821,6 +959,64 @@ class FakeUpstream:
 
 
 # --- pure helpers for the handlers ---------------------------------------------------
+
+
+def _request_kind(request: web.Request) -> RequestKind:
+    path = request.path
+    if request.method == "POST" and path in _XMLRPC_PATHS:
+        return "xmlrpc"
+    if path.startswith("/packages/"):
+        return "file"
+    if _PAGE_RE.match(path):
+        return "page"
+    return "other"
+
+
+def _project_key(path: str) -> NormalizedName:
+    """The normalized project a page path names (``/simple/<p>/``, ``/pypi/<p>/json``)."""
+    return canonicalize_name(path.split("/")[2])
+
+
+def _close(request: web.Request) -> None:
+    """Drop the connection under ``request``, as a reset or a crashed proxy would."""
+    transport = request.transport
+    # pragma: no branch below: the transport is None only once the client has gone
+    # already, a moment no test can pick.
+    if transport is not None:  # pragma: no branch
+        transport.close()
+
+
+def _refusal(
+    request: web.Request, plan: FaultPlan, kind: FaultKind | None, attempt: int
+) -> web.Response | None:
+    """The answer for a fault that replaces the real one; None for the others."""
+    if kind == "error":
+        status = _SERVER_ERRORS[plan.pick(request.path, attempt, len(_SERVER_ERRORS))]
+        return web.Response(status=status, text=f"injected {status}\n")
+    if kind == "throttle":
+        headers = {"Retry-After": str(plan.retry_after_seconds)}
+        return web.Response(status=429, text="injected 429\n", headers=headers)
+    if kind == "reset":
+        _close(request)
+        return web.Response(status=500)  # never sent: the connection is gone
+    if kind == "xmlrpc_fault":
+        return _xmlrpc_response(xmlrpc.client.Fault(-32403, "server error; service unavailable"))
+    if kind == "rate_limit":
+        text = _RATE_LIMIT_TEXT.format(seconds=plan.retry_after_seconds)
+        return _xmlrpc_response(xmlrpc.client.Fault(-32500, text))
+    return None
+
+
+async def _truncated(
+    request: web.Request, response: web.Response, body: bytes
+) -> web.StreamResponse:
+    """Announce all of ``body``, send about half of it, then drop the connection."""
+    stream = web.StreamResponse(status=response.status, headers=response.headers)
+    stream.content_length = len(body)
+    await stream.prepare(request)
+    await stream.write(body[: len(body) // 2])
+    _close(request)
+    return stream
 
 
 def is_loopback(host: str) -> bool:
