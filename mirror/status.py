@@ -38,7 +38,7 @@ from mirror.config import Config
 from mirror.errors import StateError, StorageError
 from mirror.models import Serial
 from mirror.state import STATE_NAME, RunRecord, StateStore, TodoItem, Totals
-from mirror.upstream import Upstream, UpstreamSettings, default_user_agent
+from mirror.upstream import Upstream, UpstreamSettings
 
 logger = logging.getLogger(__name__)
 
@@ -392,15 +392,7 @@ async def run_status(
         raise StateError(f"no state store at {path}: run `mirror sync` first")
     upstream_serial: Serial | None = None
     if remote:
-        upstream_serial = await fetch_upstream_serial(
-            UpstreamSettings(
-                base_url=config.upstream_url,
-                connect_timeout_seconds=config.connect_timeout_seconds,
-                read_timeout_seconds=config.read_timeout_seconds,
-                retries=config.retries,
-                user_agent=default_user_agent(contact=config.user_agent_contact),
-            )
-        )
+        upstream_serial = await fetch_upstream_serial(UpstreamSettings.from_config(config))
 
     def gather() -> str:
         # Opened read-write: a store from an older mirror is migrated, and --recount

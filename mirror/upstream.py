@@ -12,6 +12,13 @@ Timeouts, connection resets, truncated bodies, HTTP 429 and 5xx, rate-limit faul
 stale serials are retried with exponential back-off and full jitter (honouring
 ``Retry-After``); everything else fails at once. URLs in messages and logs have their
 credentials removed (:func:`redact_url`).
+
+Safe defaults: TLS certificates are verified (against the system's CAs, or the
+``ca_bundle`` given), and a failed verification fails at once with a message that
+says so rather than being retried. Bodies read into memory are capped (project pages
+and JSON at :data:`MAX_PAGE_BYTES`, XML-RPC answers at :data:`MAX_XMLRPC_BYTES`):
+they are read in chunks and refused as soon as they pass the cap. Downloads stream
+to the caller's store, which stops at the advertised size.
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ import math
 import platform
 import random
 import re
+import ssl
 import xmlrpc.client
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, TypeVar
 from xml.parsers.expat import ExpatError
@@ -36,6 +45,7 @@ import aiohttp
 from packaging.utils import NormalizedName
 
 from mirror import __version__
+from mirror.config import Config
 from mirror.errors import (
     HTTPStatusError,
     IntegrityError,
@@ -61,6 +71,12 @@ CHANGELOG_PAGE_LIMIT: Final = 50_000
 
 CACHE_BUST_PARAMETER: Final = "_mirror_cb"
 """Query parameter added after a stale answer, so the CDN misses its cache."""
+
+MAX_PAGE_BYTES: Final = 64 * 1024 * 1024
+"""Largest project page or JSON API body read (the biggest PyPI pages are a few MB)."""
+
+MAX_XMLRPC_BYTES: Final = 512 * 1024 * 1024
+"""Largest XML-RPC answer read (PyPI's full listing is about 35-70 MB of XML)."""
 
 _CHUNK_BYTES: Final = 256 * 1024
 # Warehouse's rate-limit fault: "HTTPTooManyRequests: ... Limit may reset in N seconds."
@@ -109,6 +125,28 @@ class UpstreamSettings:
     """Cap on one back-off; a ``Retry-After`` longer than this fails at once."""
     max_connections: int = 32
     user_agent: str = field(default_factory=default_user_agent)
+    ca_bundle: Path | None = None
+    """PEM file of the certificate authorities to trust instead of the system's."""
+    proxy_url: str | None = None
+    """HTTP proxy every request goes through (``http://[user:password@]host:port``);
+    None: direct. Environment variables (``HTTPS_PROXY``...) are not read."""
+    max_page_bytes: int = MAX_PAGE_BYTES
+    max_xmlrpc_bytes: int = MAX_XMLRPC_BYTES
+
+    @classmethod
+    def from_config(cls, config: Config, *, max_connections: int = 32) -> UpstreamSettings:
+        """The settings ``config``'s ``[mirror]`` section describes; every command that
+        talks to upstream builds them here, so none forgets a key (TLS, proxy)."""
+        return cls(
+            base_url=config.upstream_url,
+            connect_timeout_seconds=config.connect_timeout_seconds,
+            read_timeout_seconds=config.read_timeout_seconds,
+            retries=config.retries,
+            max_connections=max_connections,
+            user_agent=default_user_agent(contact=config.user_agent_contact),
+            ca_bundle=config.ca_bundle,
+            proxy_url=config.proxy_url,
+        )
 
 
 class Upstream:
@@ -132,9 +170,13 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Upstream:
+        """Open the session. Raises UpstreamError when ``ca_bundle`` cannot be loaded."""
         settings = self._settings
+        verify: ssl.SSLContext | bool = True  # aiohttp's default: the system's CAs
+        if settings.ca_bundle is not None:
+            verify = await asyncio.to_thread(_ssl_context, settings.ca_bundle)
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=settings.max_connections),
+            connector=aiohttp.TCPConnector(limit=settings.max_connections, ssl=verify),
             # Per-read deadlines, no total: a 1 GiB wheel may rightly take an hour.
             timeout=aiohttp.ClientTimeout(
                 total=None,
@@ -240,10 +282,14 @@ class Upstream:
         headers = {"Content-Type": "text/xml", "Accept": "text/xml"}
 
         async def attempt(number: int) -> object:
-            async with self._open("POST", url, headers=headers, data=body) as response:
+            limit = self._settings.max_xmlrpc_bytes
+            async with (
+                self._open("POST", url, headers=headers, data=body) as response,
+                aclosing(_capped_chunks(response, url, limit)) as chunks,
+            ):
                 parser, unmarshaller = xmlrpc.client.getparser()
                 try:
-                    async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
+                    async for chunk in chunks:
                         parser.feed(chunk)
                     parser.close()
                     (result,) = unmarshaller.close()
@@ -307,7 +353,7 @@ class Upstream:
                     raise StaleResponseError(
                         redact_url(target), expected=min_serial, got=header_serial
                     )
-                body = await r.read()
+                body = await _read_capped(r, target, self._settings.max_page_bytes)
                 page_url = str(r.url)
             fallback = header_serial if header_serial is not None else min_serial
             detail = await asyncio.to_thread(
@@ -331,7 +377,7 @@ class Upstream:
         async def attempt(number: int) -> bytes:
             headers = {"Accept": "application/json"}
             async with self._open("GET", url, headers=headers, project=name) as response:
-                return await response.read()
+                return await _read_capped(response, url, self._settings.max_page_bytes)
 
         return await self._retrying(f"JSON API copy of {name}", attempt)
 
@@ -379,7 +425,12 @@ class Upstream:
             raise RuntimeError("Upstream used outside 'async with'")
         try:
             async with self._session.request(
-                method, url, headers=headers, data=data, auto_decompress=auto_decompress
+                method,
+                url,
+                headers=headers,
+                data=data,
+                auto_decompress=auto_decompress,
+                proxy=self._settings.proxy_url,
             ) as response:
                 logger.debug("%s %s: HTTP %d", method, redact_url(url), response.status)
                 _check_status(response, url, project=project)
@@ -462,12 +513,56 @@ def _serial_header(response: aiohttp.ClientResponse) -> Serial | None:
 
 
 def _translated(exc: aiohttp.ClientError | TimeoutError, url: str) -> UpstreamError:
-    """Map an aiohttp failure to our tree: network trouble is worth retrying."""
+    """Map an aiohttp failure to our tree: network trouble is worth retrying, a TLS
+    failure (an untrusted certificate, a wrong host name) is not: it will not go away
+    by itself, and saying so at once beats five retries."""
     text = redact_url(str(exc)) or "no detail"
     message = f"{redact_url(url)}: {type(exc).__name__}: {text}"
+    if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ServerFingerprintMismatch):
+        return UpstreamError(
+            f"{redact_url(url)}: TLS verification failed ({text}); if upstream uses a "
+            "private certificate authority, set [mirror] ca-bundle"
+        )
     if isinstance(exc, TimeoutError | aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
         return TransientUpstreamError(message)
     return UpstreamError(message)
+
+
+def _ssl_context(ca_bundle: Path) -> ssl.SSLContext:
+    """A verifying TLS context that trusts the authorities in ``ca_bundle`` (PEM)."""
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise UpstreamError(f"cannot load the CA bundle {ca_bundle}: {exc}") from exc
+
+
+async def _capped_chunks(
+    response: aiohttp.ClientResponse, url: str, limit: int
+) -> AsyncGenerator[bytes, None]:
+    """The body in chunks; MalformedResponseError as soon as it passes ``limit`` bytes
+    (at once when ``Content-Length`` announces more), so memory stays bounded."""
+    announced = response.content_length
+    if announced is not None and announced > limit:
+        raise MalformedResponseError(
+            f"{redact_url(url)}: a {announced}-byte answer is over the {limit}-byte limit"
+        )
+    received = 0
+    async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
+        received += len(chunk)
+        if received > limit:
+            raise MalformedResponseError(
+                f"{redact_url(url)}: the answer is over the {limit}-byte limit"
+            )
+        yield chunk
+
+
+async def _read_capped(response: aiohttp.ClientResponse, url: str, limit: int) -> bytes:
+    """The whole body, at most ``limit`` bytes (see :func:`_capped_chunks`)."""
+    body = bytearray()
+    async with aclosing(_capped_chunks(response, url, limit)) as chunks:
+        async for chunk in chunks:
+            body += chunk
+    return bytes(body)
 
 
 async def _body_chunks(response: aiohttp.ClientResponse, url: str) -> AsyncGenerator[bytes, None]:
@@ -509,8 +604,13 @@ def _parse_detail(
         data = json.loads(body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
         raise MalformedResponseError(f"{redact_url(page_url)}: not JSON: {exc}") from exc
-    if source == "simple":
-        return ProjectDetail.from_simple_json(
-            data, name=name, page_url=page_url, serial=serial or Serial(0)
-        )
-    return ProjectDetail.from_pypi_json(data, name=name, page_url=page_url)
+    try:
+        if source == "simple":
+            return ProjectDetail.from_simple_json(
+                data, name=name, page_url=page_url, serial=serial or Serial(0)
+            )
+        return ProjectDetail.from_pypi_json(data, name=name, page_url=page_url)
+    except MalformedResponseError as exc:
+        # File URLs resolved against a page URL that carries credentials carry them
+        # too; the message must not.
+        raise type(exc)(redact_url(str(exc))) from exc

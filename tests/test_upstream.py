@@ -12,6 +12,7 @@ import xmlrpc.client
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +23,7 @@ from aioresponses import aioresponses
 from packaging.utils import NormalizedName
 
 from mirror import __version__
+from mirror.config import parse_config
 from mirror.errors import (
     HTTPStatusError,
     IntegrityError,
@@ -998,3 +1000,22 @@ async def test_a_download_that_stalls_mid_body_times_out_as_transient() -> None:
                 await upstream.download(f"{base}/f", VerifyingStore(SHA_A))
     finally:
         release.set()
+
+
+def test_settings_from_config_carry_every_upstream_key(tmp_path: Path) -> None:
+    """Every command builds its client from the same keys: TLS and proxy included."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    config = parse_config(
+        "[mirror]\ndirectory = /srv/m\nupstream = https://user:pw@index.example\n"
+        f"ca-bundle = {bundle}\nproxy = http://proxy.example:3128\ntimeout = 7\n"
+        "retries = 2\ncontact = ops@example.org\n"
+    )
+    settings = UpstreamSettings.from_config(config, max_connections=9)
+    assert settings.base_url == "https://user:pw@index.example"
+    assert settings.ca_bundle == bundle
+    assert settings.proxy_url == "http://proxy.example:3128"
+    assert (settings.connect_timeout_seconds, settings.read_timeout_seconds) == (7, 7)
+    assert settings.retries == 2
+    assert settings.max_connections == 9
+    assert "ops@example.org" in settings.user_agent

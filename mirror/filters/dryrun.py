@@ -17,7 +17,7 @@ from packaging.utils import NormalizedName
 from mirror.config import Config
 from mirror.errors import ProjectNotFoundError
 from mirror.filters import Drop, FilterSet, load_filters
-from mirror.upstream import Upstream, UpstreamSettings, default_user_agent
+from mirror.upstream import Upstream, UpstreamSettings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,13 +97,7 @@ async def explain(
 async def dry_run(config: Config, names: Sequence[NormalizedName]) -> list[str]:
     """The ``mirror filters`` report for ``names`` under ``config``, as lines."""
     filters = filters_of(config)
-    settings = UpstreamSettings(
-        base_url=config.upstream_url,
-        connect_timeout_seconds=config.connect_timeout_seconds,
-        read_timeout_seconds=config.read_timeout_seconds,
-        retries=config.retries,
-        user_agent=default_user_agent(contact=config.user_agent_contact),
-    )
+    settings = UpstreamSettings.from_config(config)
     async with Upstream(settings) as upstream:
         verdicts = await explain(upstream, filters, names, source=config.metadata_source)
     return [line for verdict in verdicts for line in verdict.lines()]
