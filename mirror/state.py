@@ -504,6 +504,36 @@ class StateStore:
         with self._transaction() as connection:
             connection.executemany("DELETE FROM garbage WHERE path = ?", ((p,) for p in paths))
 
+    def expect_files(self, paths: Iterable[PackagePath]) -> None:
+        """Note paths about to be downloaded, in one transaction: those without a file
+        row go to the garbage table, which :meth:`record_file` takes them out of.
+
+        A run killed between a file landing (or its temp being created) and its row
+        being recorded thus leaves a garbage path, and a later collection removes the
+        file and the temps beside it unless a sync has adopted it meanwhile. A path
+        with a row is left alone: it is linked, and must never be collected.
+        """
+        with self._transaction() as connection:
+            connection.executemany(
+                "INSERT OR IGNORE INTO garbage (path) SELECT ?"
+                " WHERE NOT EXISTS (SELECT 1 FROM files WHERE path = ?)",
+                ((p, p) for p in paths),
+            )
+
+    def forget_files(self, paths: Iterable[PackagePath]) -> list[PackagePath]:
+        """Drop the file rows at ``paths`` (files found missing or corrupt) in one
+        transaction, their paths and sidecars going to the garbage table; return those
+        garbage paths. Their projects' rows keep their counts until their next commit."""
+        with self._transaction() as connection:
+            rows = [
+                row
+                for path in paths
+                for row in connection.execute(
+                    "SELECT path, metadata_sha256 FROM files WHERE path = ?", (path,)
+                )
+            ]
+            return _drop_files(connection, rows)
+
     # --- todo / retry queue ----------------------------------------------------------
 
     def enqueue(

@@ -8,12 +8,19 @@ and only then are those files unlinked.
 
 A project that fails stays in the todo queue with its error and a next-attempt time;
 it never holds back the mirror's serial, which advances as soon as the changes are
-safely queued.
+safely queued. A full or read-only disk is not a project's failure: it ends the run at
+once (StorageError), every project staying queued.
+
+A run killed at any moment leaves nothing the next one does not settle: downloads are
+noted in the garbage table before they start (collected at the end of the next run
+unless adopted), and a marker in the state's meta table, cleared only once the root
+index is written, tells the next run to rewrite it and remove stale temps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import posixpath
@@ -26,7 +33,7 @@ from typing import Literal
 
 from packaging.utils import NormalizedName
 
-from mirror.errors import MirrorError, ProjectNotFoundError
+from mirror.errors import MirrorError, ProjectNotFoundError, StorageError
 from mirror.filters import FilterSet
 from mirror.filters.dependencies import merge as merge_needs
 from mirror.filters.dependencies import needs_of, requires_dist
@@ -54,6 +61,15 @@ _MAX_CLOSURE_ROUNDS = 20
 
 FILTERS_META_KEY = "filters_fingerprint"
 """State meta key holding :attr:`FilterSet.fingerprint` of the last reconciled run."""
+
+UNFINISHED_META_KEY = "run_unfinished"
+"""State meta key set (non-empty) while a run is under way and cleared once it has
+written the root index and collected its garbage; found set, the last run was killed
+(or failed) part-way, or ``mirror verify --repair`` asks for the root index again."""
+
+MAX_UNSIZED_FILE_BYTES = 64 * 1024 * 1024
+"""Largest download whose size upstream does not advertise (a PEP 658 ``.metadata``
+file, a few kB in practice): a hostile upstream cannot fill the disk through one."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,7 +174,7 @@ class Syncer:
         started_at = self._clock()
         tally = _Tally()
         upstream_serial: Serial | None = None
-        await self._collect_garbage(tally)
+        await self._begin(tally)
         await self._load_needs()
         if projects is not None:
             items = [
@@ -188,6 +204,10 @@ class Syncer:
         await self._storage.write_bytes(
             "last-modified", datetime.now(UTC).strftime("%Y%m%dT%H:%M:%S\n").encode()
         )
+        # Last, so that files a killed run left on disk unrecorded were adopted by the
+        # syncs above (when still wanted) before the rest is removed.
+        await self._collect_garbage(tally)
+        await asyncio.to_thread(self._state.set_meta, UNFINISHED_META_KEY, "")
         pending = await asyncio.to_thread(self._state.todo_count)
         report = SyncReport(
             serial=serial,
@@ -421,15 +441,25 @@ class Syncer:
                     return
                 await self._sync_one(item, tally)
 
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(self._options.workers, len(items))):
-                group.create_task(worker())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self._options.workers, len(items))):
+                    group.create_task(worker())
+        except* MirrorError as group:
+            # A full or read-only disk (see _sync_one), or a state store that fails
+            # even to record a failure: the other workers are cancelled, their temps
+            # removed, and the run ends with the first error (the CLI's exit code 4).
+            raise group.exceptions[0] from None
 
     async def _sync_one(self, item: TodoItem, tally: _Tally) -> None:
         started = time.monotonic()
         try:
             removed = await self._sync_project(item, tally)
         except MirrorError as exc:
+            if is_disk_full_or_read_only(exc):
+                # Every other project would fail the same way, one by one, and count
+                # failed attempts that are not theirs: stop the run instead.
+                raise
             failure = await self._record_failure(item, exc)
             tally.failures.append(failure)
             self._progress.project_done(ok=False)
@@ -552,6 +582,12 @@ class Syncer:
         """
         wanted = [f for f in detail.files if _needs_fetch(f, stored.get(f.path))]
         errors: list[MirrorError] = []
+        if wanted:
+            # Before the first byte lands: a run killed from here on leaves garbage
+            # rows that lead a later run to what it left on disk.
+            expected = [f.path for f in wanted]
+            expected += [f.metadata_path for f in wanted if f.core_metadata]
+            await asyncio.to_thread(self._state.expect_files, expected)
 
         async def fetch(dist: DistFile) -> None:
             try:
@@ -578,16 +614,24 @@ class Syncer:
             if blob is None:
                 blob = await self._download(dist.path, dist.url, dist.sha256, dist.size, tally)
             metadata: StoredBlob | None = None
+            metadata_error: MirrorError | None = None
             if dist.core_metadata:
-                metadata = await self._adopt(dist.metadata_path, dist.core_metadata_sha256, None)
-                if metadata is None:
-                    metadata = await self._download(
-                        dist.metadata_path,
-                        dist.metadata_url,
-                        dist.core_metadata_sha256,
-                        None,
-                        tally,
+                try:
+                    metadata = await self._adopt(
+                        dist.metadata_path, dist.core_metadata_sha256, None
                     )
+                    if metadata is None:
+                        metadata = await self._download(
+                            dist.metadata_path,
+                            dist.metadata_url,
+                            dist.core_metadata_sha256,
+                            None,
+                            tally,
+                        )
+                except MirrorError as exc:
+                    # The file itself is verified: record it, so that the next run
+                    # fetches the sidecar alone.
+                    metadata_error = exc
         record = StoredFile(
             path=dist.path,
             project=project,
@@ -598,6 +642,8 @@ class Syncer:
             metadata_size=metadata.size if metadata is not None else None,
         )
         await asyncio.to_thread(self._state.record_file, record)
+        if metadata_error is not None:
+            raise metadata_error
 
     async def _adopt(
         self, path: PackagePath, sha256: str | None, size: int | None
@@ -623,9 +669,12 @@ class Syncer:
         # A run killed mid-download left its temp file in this directory; nothing else
         # would ever find it.
         await self._storage.remove_stale_temps(posixpath.dirname(path))
+        limit = MAX_UNSIZED_FILE_BYTES if size is None else None
         blob = await self._upstream.download(
             url,
-            lambda chunks: self._storage.store_stream(path, chunks, sha256=sha256, size=size),
+            lambda chunks: self._storage.store_stream(
+                path, chunks, sha256=sha256, size=size, max_size=limit
+            ),
         )
         tally.files_downloaded += 1
         tally.bytes_downloaded += blob.size
@@ -635,6 +684,8 @@ class Syncer:
     async def _write_project_pages(self, detail: ProjectDetail, display_name: str) -> None:
         base = f"simple/{detail.name}"
         await self._storage.remove_stale_temps(base)
+        if self._options.keep_json:
+            await self._storage.remove_stale_temps(f"pypi/{detail.name}")
         if "html" in self._options.formats:
             html = render_project_html(detail, display_name=display_name)
             await self._storage.write_bytes(f"{base}/index.html", html)
@@ -663,16 +714,40 @@ class Syncer:
     async def _delete_files(self, paths: Iterable[PackagePath], tally: _Tally) -> None:
         paths = list(paths)
         for path in paths:
+            # A download killed mid-stream left its temp beside the file; once the
+            # file goes, no sync would ever look in this directory again.
+            await self._storage.remove_stale_temps(posixpath.dirname(path))
             await self._storage.delete(path)
         if paths:
             await asyncio.to_thread(self._state.forget_garbage, paths)
             tally.files_deleted += len(paths)
 
+    async def _begin(self, tally: _Tally) -> None:
+        """Mark the run under way. When the last one did not finish (``kill -9``, a
+        full disk), the root index may be out of step with the committed projects and
+        temps may be left where no later sync of a project looks: remove those and
+        have the root index rewritten. (Temps beside downloads are collected with the
+        garbage, see :meth:`StateStore.expect_files`; those in a project's page
+        directory when that project is synced again, as it is still queued.)"""
+        unfinished = await asyncio.to_thread(self._state.get_meta, UNFINISHED_META_KEY)
+        await asyncio.to_thread(self._state.set_meta, UNFINISHED_META_KEY, str(self._clock()))
+        if unfinished:
+            logger.info("the last run did not finish: rewriting the root index")
+            tally.root_dirty = True
+            await self._storage.remove_stale_temps("")
+            await self._storage.remove_stale_temps("simple")
+
     async def _collect_garbage(self, tally: _Tally) -> None:
-        """Unlink files a previous run committed away but did not get to delete."""
+        """Unlink the garbage paths: files a run committed away but did not get to
+        delete, and downloads a failed or killed run did not record (see
+        :meth:`StateStore.expect_files`), with any temps beside them."""
         garbage = await asyncio.to_thread(self._state.garbage)
         if garbage:
-            logger.info("collecting %d file(s) left by an interrupted run", len(garbage))
+            logger.info(
+                "collecting %d garbage path(s): files the state dropped, or downloads a"
+                " failed or interrupted run did not record",
+                len(garbage),
+            )
             await self._delete_files(garbage, tally)
 
     async def _write_root(self, serial: Serial | None) -> None:
@@ -690,6 +765,18 @@ class Syncer:
             body = render_root_json(listed, serial=serial if serial is not None else Serial(0))
             await self._storage.write_bytes("simple/index.v1_json", body)
         logger.info("wrote the root index: %d project(s)", len(listed))
+
+
+def is_disk_full_or_read_only(exc: BaseException) -> bool:
+    """Whether ``exc`` is a StorageError caused by a full disk, an exhausted quota or a
+    read-only file system: trouble no project can get past, so the run stops."""
+    if not isinstance(exc, StorageError):
+        return False
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in _DISK_FATAL_ERRNOS
+
+
+_DISK_FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 def _needs_fetch(dist: DistFile, known: StoredFile | None) -> bool:
