@@ -16,6 +16,8 @@ code  meaning
 
 ``mirror daemon`` exits 0 when SIGTERM stops it and 130 on SIGINT; 2 and 3 as above
 (3 only when its first pass finds the lock held). A failing pass never ends it.
+``mirror verify`` exits 0 when nothing is wrong (or all was repaired), 1 when
+problems remain, 2, 3 and 4 as above.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ from mirror.status import run_status
 from mirror.statuspage import status_routes
 from mirror.storage import FileSystemStorage
 from mirror.sync import Syncer, SyncOptions, SyncReport
-from mirror.upstream import Upstream, UpstreamSettings, default_user_agent
+from mirror.upstream import Upstream, UpstreamSettings
+from mirror.verify import render_json, render_text, verify
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +163,29 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     filters_command.add_argument("names", nargs="+", metavar="PROJECT", help="project names")
+    verify_command = commands.add_parser(
+        "verify",
+        parents=[common],
+        help="check every file's hash and every page link; optionally repair",
+        description=(
+            "Check every file the state store lists (present, size, sha256, .metadata "
+            "too) and every page link against the state, and look for orphan and temp "
+            "files. Takes the mirror lock. Exit code 0 when nothing is wrong (or all "
+            "was repaired), 1 when problems remain."
+        ),
+    )
+    verify_command.add_argument(
+        "--repair",
+        action="store_true",
+        help="download missing and corrupt files again and rewrite the pages concerned",
+    )
+    verify_command.add_argument(
+        "--delete-orphans", action="store_true", help="remove orphan and temporary files"
+    )
+    verify_command.add_argument(
+        "--dry-run", action="store_true", help="say what --repair/--delete-orphans would do"
+    )
+    verify_command.add_argument("--json", action="store_true", help="JSON for scripts")
     return parser
 
 
@@ -309,6 +335,35 @@ def _run_filters(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_verify(args: argparse.Namespace) -> int:
+    """``mirror verify``: the integrity check (see mirror.verify)."""
+    try:
+        config = load_config(args.config)
+        outcome = asyncio.run(
+            verify(
+                config.directory,
+                formats=config.formats,
+                repair=args.repair,
+                delete_orphans=args.delete_orphans,
+                dry_run=args.dry_run,
+                resync=lambda names: _sync(config, list(names)),
+            )
+        )
+    except ConfigError as exc:
+        logger.error("configuration error: %s", exc)
+        return EXIT_USAGE
+    except LockedError as exc:
+        logger.error("%s", exc)
+        return EXIT_LOCKED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except MirrorError as exc:
+        logger.error("verify failed: %s", exc)
+        return EXIT_ERROR
+    sys.stdout.write(render_json(outcome) if args.json else render_text(outcome))
+    return EXIT_OK if outcome.ok else EXIT_PROJECTS_FAILED
+
+
 # One entry per subcommand of build_parser(); each returns the exit code.
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sync": _run_sync,
@@ -316,6 +371,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _run_serve,
     "daemon": _run_daemon,
     "filters": _run_filters,
+    "verify": _run_verify,
 }
 
 
@@ -343,13 +399,8 @@ async def _sync(config: Config, projects: list[NormalizedName] | None) -> SyncRe
             f"cannot create {directory}: {exc.strerror}", section="mirror", key="directory"
         ) from exc
     with mirror_lock(directory), StateStore.open(directory / STATE_FILE) as state:
-        settings = UpstreamSettings(
-            base_url=config.upstream_url,
-            connect_timeout_seconds=config.connect_timeout_seconds,
-            read_timeout_seconds=config.read_timeout_seconds,
-            retries=config.retries,
-            max_connections=max(config.download_concurrency, config.workers) + 2,
-            user_agent=default_user_agent(contact=config.user_agent_contact),
+        settings = UpstreamSettings.from_config(
+            config, max_connections=max(config.download_concurrency, config.workers) + 2
         )
         options = SyncOptions(
             workers=config.workers,

@@ -94,6 +94,8 @@ _MIRROR_KEYS: Final[frozenset[str]] = frozenset(
         "interval",
         "interval-jitter",
         "metrics-file",
+        "ca-bundle",
+        "proxy",
     }
 )
 
@@ -104,7 +106,6 @@ _BANDERSNATCH_ONLY_KEYS: Final[frozenset[str]] = frozenset(
     {
         "storage-backend",
         "storage-filesystem-manage-permissions",
-        "proxy",
         "download-mirror",
         "download-mirror-no-fallback",
         "release-files",
@@ -196,6 +197,10 @@ class Config:
     a duration or as a percentage of ``interval``)."""
     metrics_file: Path | None = None
     """``metrics-file``: where each sync writes Prometheus metrics; None: nowhere."""
+    ca_bundle: Path | None = None
+    """``ca-bundle``: PEM file of the CAs trusted for upstream's TLS; None: the system's."""
+    proxy_url: str | None = None
+    """``proxy``: HTTP proxy for every upstream request; None: direct."""
     serve_host: str = _DEFAULT_SERVE_HOST
     """``[serve] host``: the address ``mirror serve`` listens on."""
     serve_port: int = _DEFAULT_SERVE_PORT
@@ -316,6 +321,8 @@ def parse_config(text: str, *, source: Path | None = None) -> Config:
         metrics_file=(base / metrics).absolute()
         if (metrics := mirror.get("metrics-file"))
         else None,
+        ca_bundle=_ca_bundle(mirror, base),
+        proxy_url=mirror.url("proxy", default="") or None,
         serve_host=_serve_host(serve),
         serve_port=serve.integer("port", default=_DEFAULT_SERVE_PORT, bounds=_SERVE_PORT_RANGE),
         serve_access_log=serve.boolean("access-log", default=True),
@@ -379,6 +386,17 @@ def _formats(section: _Section) -> frozenset[str]:
         if name not in FORMATS:
             raise section.error(key, f"unknown format {name!r} (expected html, json)")
     return frozenset(names)
+
+
+def _ca_bundle(section: _Section, base: Path) -> Path | None:
+    """``ca-bundle``: an existing file, relative to the config file's directory."""
+    raw = section.get("ca-bundle")
+    if not raw:
+        return None
+    path = (base / raw).absolute()
+    if not path.is_file():
+        raise section.error("ca-bundle", f"no such file: {path}")
+    return path
 
 
 def _serve_host(section: _Section) -> str:

@@ -42,6 +42,14 @@ class MirrorRunner:
         default_factory=lambda: SyncOptions(workers=3, retry_base_seconds=60)
     )
     storage_factory: Callable[[Path], Storage] = FileSystemStorage
+    retries: int = 2
+    backoff_base_seconds: float = 0.0
+    sleeps: list[float] = field(default_factory=list)
+    """Every back-off the upstream client asked for, in seconds (none is waited)."""
+
+    async def record_sleep(self, seconds: float) -> None:
+        """The injected sleep: notes the back-off and returns at once."""
+        self.sleeps.append(seconds)
 
     @property
     def web(self) -> Path:
@@ -58,9 +66,11 @@ class MirrorRunner:
             [canonicalize_name(p) for p in projects] if projects is not None else None
         )
         settings = UpstreamSettings(
-            base_url=self.upstream.base_url, retries=2, backoff_base_seconds=0.0
+            base_url=self.upstream.base_url,
+            retries=self.retries,
+            backoff_base_seconds=self.backoff_base_seconds,
         )
-        async with Upstream(settings, sleep=no_sleep) as client:
+        async with Upstream(settings, sleep=self.record_sleep) as client:
             with self.state() as state:
                 syncer = Syncer(
                     upstream=client,

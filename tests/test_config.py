@@ -32,6 +32,8 @@ FIELD_KEYS = {
     "interval_seconds": "interval",
     "interval_jitter_seconds": "interval-jitter",
     "metrics_file": "metrics-file",
+    "ca_bundle": "ca-bundle",
+    "proxy_url": "proxy",
     "serve_host": "host",
     "serve_port": "port",
     "serve_access_log": "access-log",
