@@ -29,32 +29,28 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from humanfriendly import format_size, format_timespan
 from packaging.utils import NormalizedName
 
 from mirror import __version__
 from mirror.config import Config, load_config
-from mirror.daemon import Schedule, run_daemon
 from mirror.errors import (
     ConfigError,
     LockedError,
     MalformedResponseError,
     MirrorError,
 )
-from mirror.filters.dryrun import dry_run, filters_of
-from mirror.lock import mirror_lock
-from mirror.metrics import metrics_routes
 from mirror.models import project_name
-from mirror.progress import ClearProgressFirst, ProgressSink, TerminalProgress, progress_for
-from mirror.server import serve
-from mirror.state import StateStore
-from mirror.status import run_status
-from mirror.statuspage import status_routes
-from mirror.storage import FileSystemStorage
-from mirror.sync import Syncer, SyncOptions, SyncReport
-from mirror.upstream import Upstream, UpstreamSettings
-from mirror.verify import render_json, render_text, verify
+
+if TYPE_CHECKING:
+    from mirror.progress import ProgressSink
+    from mirror.sync import SyncReport
+
+# Each command imports what it needs when it runs: start-up is most of a sync that
+# finds nothing to do, and `mirror sync` has no use for the web server, the status
+# page or the verifier (nor for aiohttp's server half).
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +222,8 @@ def _run_sync(args: argparse.Namespace) -> int:
 
 def _run_status(args: argparse.Namespace) -> int:
     """``mirror status``: the state store's view, optionally upstream's serial."""
+    from mirror.status import run_status  # noqa: PLC0415  # see the imports
+
     try:
         config = load_config(args.config)
         text = asyncio.run(
@@ -249,6 +247,10 @@ def _run_status(args: argparse.Namespace) -> int:
 
 def _run_serve(args: argparse.Namespace) -> int:
     """``mirror serve``: serve the web tree until SIGTERM (exit 0) or SIGINT (130)."""
+    from mirror.metrics import metrics_routes  # noqa: PLC0415  # see the imports
+    from mirror.server import serve  # noqa: PLC0415
+    from mirror.statuspage import status_routes  # noqa: PLC0415
+
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -284,6 +286,8 @@ def _tcp_port(text: str) -> int:
 
 def _run_daemon(args: argparse.Namespace) -> int:
     """``mirror daemon``: passes until a signal stops it (see mirror.daemon)."""
+    from mirror.daemon import Schedule, run_daemon  # noqa: PLC0415  # see the imports
+
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -309,6 +313,8 @@ def _run_daemon(args: argparse.Namespace) -> int:
 
 def _progress_sink() -> ProgressSink:
     """A live line on a terminal (erased before each log line), log lines otherwise."""
+    from mirror.progress import ClearProgressFirst, TerminalProgress, progress_for  # noqa: PLC0415
+
     progress = progress_for(sys.stderr)
     if isinstance(progress, TerminalProgress):
         for handler in logging.getLogger().handlers:
@@ -321,6 +327,8 @@ def _progress_sink() -> ProgressSink:
 
 def _run_filters(args: argparse.Namespace) -> int:
     """``mirror filters``: a dry run of the filters over some projects."""
+    from mirror.filters.dryrun import dry_run  # noqa: PLC0415  # see the imports
+
     try:
         config = load_config(args.config)
         names = _project_names(args.names) or []
@@ -337,6 +345,8 @@ def _run_filters(args: argparse.Namespace) -> int:
 
 def _run_verify(args: argparse.Namespace) -> int:
     """``mirror verify``: the integrity check (see mirror.verify)."""
+    from mirror.verify import render_json, render_text, verify  # noqa: PLC0415  # see the imports
+
     try:
         config = load_config(args.config)
         outcome = asyncio.run(
@@ -391,6 +401,14 @@ def summary_line(report: SyncReport) -> str:
 
 
 async def _sync(config: Config, projects: list[NormalizedName] | None) -> SyncReport:
+    # See the imports: only what a sync needs.
+    from mirror.filters.dryrun import filters_of  # noqa: PLC0415
+    from mirror.lock import mirror_lock  # noqa: PLC0415
+    from mirror.state import StateStore  # noqa: PLC0415
+    from mirror.storage import FileSystemStorage  # noqa: PLC0415
+    from mirror.sync import Syncer, SyncOptions  # noqa: PLC0415
+    from mirror.upstream import Upstream, UpstreamSettings  # noqa: PLC0415
+
     directory = config.directory
     try:
         directory.mkdir(parents=True, exist_ok=True)

@@ -399,34 +399,14 @@ class StateStore:
         When the replaced row had a sidecar and ``stored`` has none, the sidecar
         path goes to the garbage table.
         """
-        sidecar = _sidecar(stored.path)
+        self.record_files([stored])
+
+    def record_files(self, files: Iterable[StoredFile]) -> None:
+        """Record (or replace) files verified on disk, all in one transaction, each as
+        :meth:`record_file` does (a sync records a project's downloads together)."""
         with self._transaction() as connection:
-            old = connection.execute(
-                "SELECT metadata_sha256 FROM files WHERE path = ?", (stored.path,)
-            ).fetchone()
-            connection.execute(
-                "INSERT INTO files"
-                " (path, project, filename, size, sha256, metadata_sha256, metadata_size)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (path) DO UPDATE SET project = excluded.project,"
-                " filename = excluded.filename, size = excluded.size,"
-                " sha256 = excluded.sha256, metadata_sha256 = excluded.metadata_sha256,"
-                " metadata_size = excluded.metadata_size",
-                (
-                    stored.path,
-                    stored.project,
-                    stored.filename,
-                    stored.size,
-                    stored.sha256,
-                    stored.metadata_sha256,
-                    stored.metadata_size,
-                ),
-            )
-            connection.execute("DELETE FROM garbage WHERE path = ?", (stored.path,))
-            if stored.metadata_sha256 is not None:
-                connection.execute("DELETE FROM garbage WHERE path = ?", (sidecar,))
-            elif old is not None and old[0] is not None:
-                connection.execute("INSERT OR IGNORE INTO garbage (path) VALUES (?)", (sidecar,))
+            for stored in files:
+                _record_file(connection, stored)
 
     def commit_project(
         self,
@@ -834,6 +814,37 @@ class StateStore:
 def _sidecar(path: str) -> PackagePath:
     """The PEP 658 ``.metadata`` path of the file at ``path``."""
     return PackagePath(f"{path}.metadata")
+
+
+def _record_file(connection: sqlite3.Connection, stored: StoredFile) -> None:
+    """Upsert one file row inside the caller's transaction (see ``record_file``)."""
+    sidecar = _sidecar(stored.path)
+    old = connection.execute(
+        "SELECT metadata_sha256 FROM files WHERE path = ?", (stored.path,)
+    ).fetchone()
+    connection.execute(
+        "INSERT INTO files"
+        " (path, project, filename, size, sha256, metadata_sha256, metadata_size)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (path) DO UPDATE SET project = excluded.project,"
+        " filename = excluded.filename, size = excluded.size,"
+        " sha256 = excluded.sha256, metadata_sha256 = excluded.metadata_sha256,"
+        " metadata_size = excluded.metadata_size",
+        (
+            stored.path,
+            stored.project,
+            stored.filename,
+            stored.size,
+            stored.sha256,
+            stored.metadata_sha256,
+            stored.metadata_size,
+        ),
+    )
+    connection.execute("DELETE FROM garbage WHERE path = ?", (stored.path,))
+    if stored.metadata_sha256 is not None:
+        connection.execute("DELETE FROM garbage WHERE path = ?", (sidecar,))
+    elif old is not None and old[0] is not None:
+        connection.execute("INSERT OR IGNORE INTO garbage (path) VALUES (?)", (sidecar,))
 
 
 def _drop_files(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import json
 import logging
 import posixpath
@@ -37,7 +38,6 @@ from mirror.errors import MirrorError, ProjectNotFoundError, StorageError
 from mirror.filters import FilterSet
 from mirror.filters.dependencies import merge as merge_needs
 from mirror.filters.dependencies import needs_of, requires_dist
-from mirror.metrics import write_metrics_file
 from mirror.models import DistFile, ListedProject, PackagePath, ProjectDetail, Serial
 from mirror.models import changed_projects as fold_changelog
 from mirror.progress import NoProgress, ProgressSink
@@ -47,9 +47,10 @@ from mirror.simple import (
     render_root_html,
     render_root_json,
 )
-from mirror.state import RunRecord, StateStore, StoredFile, TodoItem
+from mirror.state import ProjectRow, RunRecord, StateStore, StoredFile, TodoItem
 from mirror.storage import Storage, StoredBlob
 from mirror.upstream import Upstream
+from mirror.wheels import wheel_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,8 @@ class _Tally:
     files_downloaded: int = 0
     bytes_downloaded: int = 0
     files_deleted: int = 0
+    files_derived: int = 0
+    """``.metadata`` files taken from their wheel on disk instead of downloaded."""
     failures: list[ProjectFailure] = field(default_factory=list)
     root_dirty: bool = False
 
@@ -198,6 +201,11 @@ class Syncer:
             await self._sync_following_dependencies(items, tally)
         finally:
             self._progress.finish()
+        if tally.files_derived:
+            logger.info(
+                "%d .metadata file(s) taken from their wheels instead of downloaded",
+                tally.files_derived,
+            )
         serial = await asyncio.to_thread(self._state.mirror_serial)
         if tally.root_dirty or not await self._storage.exists("simple/index.html"):
             await self._write_root(serial)
@@ -244,6 +252,10 @@ class Syncer:
             )
         )
         if self._options.metrics_file is not None:
+            # Only when asked for: it brings in aiohttp's server half, which a sync
+            # otherwise never loads.
+            from mirror.metrics import write_metrics_file  # noqa: PLC0415
+
             write_metrics_file(self._options.metrics_file, self._state, now=self._clock())
 
     # --- change detection -----------------------------------------------------------
@@ -527,11 +539,8 @@ class Syncer:
             await self._remove_project(item.name, tally, why=f"left out by {outcome.drops[-1]}")
             return True
         detail = outcome.detail
-        stored = await asyncio.to_thread(self._state.project_files, item.name)
-        await self._fetch_files(detail, stored, tally)
-        stored = await asyncio.to_thread(self._state.project_files, item.name)
+        stored, row = await self._fetch_files(detail, tally)
         published = _published(detail, stored)
-        row = await asyncio.to_thread(self._state.project, item.name)
         display_name = (
             detail.display_name
             or item.display_name
@@ -570,67 +579,96 @@ class Syncer:
         return detail.display_name or name
 
     async def _fetch_files(
-        self,
-        detail: ProjectDetail,
-        stored: dict[PackagePath, StoredFile],
-        tally: _Tally,
-    ) -> None:
-        """Download every file (and ``.metadata``) the project lacks, concurrently.
+        self, detail: ProjectDetail, tally: _Tally
+    ) -> tuple[dict[PackagePath, StoredFile], ProjectRow | None]:
+        """Download every file (and ``.metadata``) the project lacks, concurrently;
+        return the project's recorded files afterwards, and its committed row.
 
         Every file is attempted even when one fails (a file that fails today should
         not stop its siblings from landing); the first error is then raised.
         """
-        wanted = [f for f in detail.files if _needs_fetch(f, stored.get(f.path))]
+        state = self._state
+
+        def files_to_fetch() -> tuple[dict[PackagePath, StoredFile], list[DistFile]]:
+            # One thread hop: what is recorded, and the garbage notes for the rest.
+            stored = state.project_files(detail.name)
+            wanted = [f for f in detail.files if _needs_fetch(f, stored.get(f.path))]
+            if wanted:
+                # Before the first byte lands: a run killed from here on leaves
+                # garbage rows that lead a later run to what it left on disk.
+                expected = [f.path for f in wanted]
+                expected += [f.metadata_path for f in wanted if f.core_metadata]
+                state.expect_files(expected)
+            return stored, wanted
+
+        stored, wanted = await asyncio.to_thread(files_to_fetch)
+        if not wanted:
+            return stored, await asyncio.to_thread(state.project, detail.name)
         errors: list[MirrorError] = []
-        if wanted:
-            # Before the first byte lands: a run killed from here on leaves garbage
-            # rows that lead a later run to what it left on disk.
-            expected = [f.path for f in wanted]
-            expected += [f.metadata_path for f in wanted if f.core_metadata]
-            await asyncio.to_thread(self._state.expect_files, expected)
+        records: list[StoredFile] = []
 
         async def fetch(dist: DistFile) -> None:
             try:
-                await self._fetch_file(detail.name, dist, stored.get(dist.path), tally)
+                record, metadata_error = await self._fetch_file(
+                    detail.name, dist, stored.get(dist.path), tally
+                )
             except MirrorError as exc:
                 logger.warning("%s: %s", dist.filename, exc)
                 errors.append(exc)
+                return
+            records.append(record)
+            if metadata_error is not None:
+                logger.warning("%s.metadata: %s", dist.filename, metadata_error)
+                errors.append(metadata_error)
 
-        async with asyncio.TaskGroup() as group:
-            for dist in wanted:
-                group.create_task(fetch(dist))
+        def record() -> tuple[dict[PackagePath, StoredFile], ProjectRow | None]:
+            # One transaction for the project's files, once each is verified on disk
+            # (and before any page links them); then the rows the pages are built from.
+            if records:
+                state.record_files(records)
+            return state.project_files(detail.name), state.project(detail.name)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for dist in wanted:
+                    group.create_task(fetch(dist))
+        except BaseException:
+            # Stopped (cancelled): what landed is recorded all the same. Otherwise its
+            # garbage rows would have the next run adopt or collect those files.
+            if records:
+                await asyncio.to_thread(state.record_files, records)
+            raise
+        recorded = await asyncio.to_thread(record)
         if errors:
             raise errors[0]
+        return recorded
 
     async def _fetch_file(
         self, project: NormalizedName, dist: DistFile, known: StoredFile | None, tally: _Tally
-    ) -> None:
+    ) -> tuple[StoredFile, MirrorError | None]:
+        """Bring one file (and its ``.metadata``) onto the disk, verified; return its
+        row to record and the sidecar's error, if only the sidecar failed (the file
+        itself is then recorded, so that the next run fetches the sidecar alone)."""
         async with self._download_slots:
-            blob: StoredBlob | None
+            swept = False
             if known is not None and known.sha256 == dist.sha256:
                 blob = StoredBlob(sha256=known.sha256, size=known.size)
             else:
-                blob = await self._adopt(dist.path, dist.sha256, dist.size)
-            if blob is None:
-                blob = await self._download(dist.path, dist.url, dist.sha256, dist.size, tally)
+                # One look at the directory: a matching file already there (a run
+                # killed after the rename but before recording it, or an existing
+                # bandersnatch tree) is adopted, and temps a killed download left are
+                # removed, as nothing else would ever find them.
+                adopted = await self._storage.adopt(dist.path, sha256=dist.sha256, size=dist.size)
+                swept = True
+                blob = adopted or await self._download(
+                    dist.path, dist.url, dist.sha256, dist.size, tally, sweep=False
+                )
             metadata: StoredBlob | None = None
             metadata_error: MirrorError | None = None
             if dist.core_metadata:
                 try:
-                    metadata = await self._adopt(
-                        dist.metadata_path, dist.core_metadata_sha256, None
-                    )
-                    if metadata is None:
-                        metadata = await self._download(
-                            dist.metadata_path,
-                            dist.metadata_url,
-                            dist.core_metadata_sha256,
-                            None,
-                            tally,
-                        )
+                    metadata = await self._fetch_metadata(dist, tally, swept=swept)
                 except MirrorError as exc:
-                    # The file itself is verified: record it, so that the next run
-                    # fetches the sidecar alone.
                     metadata_error = exc
         record = StoredFile(
             path=dist.path,
@@ -641,22 +679,33 @@ class Syncer:
             metadata_sha256=metadata.sha256 if metadata is not None else None,
             metadata_size=metadata.size if metadata is not None else None,
         )
-        await asyncio.to_thread(self._state.record_file, record)
-        if metadata_error is not None:
-            raise metadata_error
+        return record, metadata_error
 
-    async def _adopt(
-        self, path: PackagePath, sha256: str | None, size: int | None
-    ) -> StoredBlob | None:
-        """Return the blob when a matching file is already on disk (a run killed after
-        the rename but before the state commit, or an existing bandersnatch tree)."""
-        if sha256 is None or not await self._storage.exists(path):
-            return None
-        blob = await self._storage.hash_file(path)
-        if blob.sha256 == sha256 and (size is None or blob.size == size):
-            logger.debug("adopted %s already on disk", path)
-            return blob
-        return None
+    async def _fetch_metadata(self, dist: DistFile, tally: _Tally, *, swept: bool) -> StoredBlob:
+        """The file's PEP 658 sidecar, verified on disk: taken from the wheel on disk
+        when its ``METADATA`` hashes to the advertised sha256 (no request), else
+        adopted from the disk or downloaded. ``swept``: the directory's stale temps
+        are already gone."""
+        sha256 = dist.core_metadata_sha256
+        path = dist.metadata_path
+        if sha256 is not None:
+            if dist.filename.endswith(".whl"):
+                derived = await self._storage.store_derived(
+                    path,
+                    source=dist.path,
+                    derive=functools.partial(
+                        wheel_metadata, filename=dist.filename, max_bytes=MAX_UNSIZED_FILE_BYTES
+                    ),
+                    sha256=sha256,
+                )
+                if derived is not None:
+                    tally.files_derived += 1
+                    return derived
+            adopted = await self._storage.adopt(path, sha256=sha256)
+            if adopted is not None:
+                return adopted
+            swept = True
+        return await self._download(path, dist.metadata_url, sha256, None, tally, sweep=not swept)
 
     async def _download(
         self,
@@ -665,10 +714,13 @@ class Syncer:
         sha256: str | None,
         size: int | None,
         tally: _Tally,
+        *,
+        sweep: bool,
     ) -> StoredBlob:
-        # A run killed mid-download left its temp file in this directory; nothing else
-        # would ever find it.
-        await self._storage.remove_stale_temps(posixpath.dirname(path))
+        if sweep:
+            # A run killed mid-download left its temp file in this directory; nothing
+            # else would ever find it.
+            await self._storage.remove_stale_temps(posixpath.dirname(path))
         limit = MAX_UNSIZED_FILE_BYTES if size is None else None
         blob = await self._upstream.download(
             url,

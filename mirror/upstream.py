@@ -78,7 +78,7 @@ MAX_PAGE_BYTES: Final = 64 * 1024 * 1024
 MAX_XMLRPC_BYTES: Final = 512 * 1024 * 1024
 """Largest XML-RPC answer read (PyPI's full listing is about 35-70 MB of XML)."""
 
-_CHUNK_BYTES: Final = 256 * 1024
+_CHUNK_BYTES: Final = 1024 * 1024
 # Warehouse's rate-limit fault: "HTTPTooManyRequests: ... Limit may reset in N seconds."
 _RATE_LIMIT_MARKER: Final = "HTTPTooManyRequests"
 _RATE_LIMIT_RESET_RE: Final = re.compile(r"reset in (\d+) seconds?")

@@ -13,6 +13,7 @@ import asyncio
 import errno
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,9 @@ class FullStateStore(StateStore):
     """A state store on a full disk: no file or failure can be recorded."""
 
     def record_file(self, stored: StoredFile) -> None:
+        raise StateError("state store mirror.db: database or disk is full")
+
+    def record_files(self, files: Iterable[StoredFile]) -> None:
         raise StateError("state store mirror.db: database or disk is full")
 
     def record_failure(self, name: NormalizedName, *, error: str, next_attempt: float) -> TodoItem:

@@ -472,3 +472,14 @@ def test_concurrent_calls_from_threads_do_not_corrupt_anything(
     with sqlite3.connect(db_path) as raw:
         assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     raw.close()
+
+
+def test_record_files_records_every_file_in_one_call_and_clears_their_garbage(
+    store: StateStore,
+) -> None:
+    wheel = stored("demo", "demo-1.0-py3-none-any.whl", 10, metadata_size=3)
+    sdist = stored("demo", "demo-1.0.tar.gz", 20)
+    store.expect_files([wheel.path, sdist.path, PackagePath(f"{wheel.path}.metadata")])
+    store.record_files([wheel, sdist])
+    assert store.project_files(name("demo")) == {wheel.path: wheel, sdist.path: sdist}
+    assert store.garbage() == []

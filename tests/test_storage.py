@@ -11,6 +11,7 @@ import stat
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -692,3 +693,62 @@ def test_discard_reports_a_temp_it_cannot_remove_without_raising(
         temp.discard()
     assert "cannot remove temporary file" in caplog.text
     temp.discard()  # a second discard has nothing left to do
+
+
+# --- adopt and store_derived ---------------------------------------------------------
+
+
+async def test_adopt_returns_a_matching_file_and_sweeps_stale_temps(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    target = put(web / WHEEL, b"wheel bytes")
+    stale = put(target.parent / ".demo.whl.abc.part", b"half")
+    blob = await storage.adopt(WHEEL, sha256=sha(b"wheel bytes").upper(), size=11)
+    assert blob == StoredBlob(sha256=sha(b"wheel bytes"), size=11)
+    assert not stale.exists()
+
+
+async def test_adopt_refuses_a_different_file_and_finds_nothing_in_a_missing_directory(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    assert await storage.adopt(WHEEL, sha256=sha(b"x")) is None
+    put(web / WHEEL, b"other bytes")
+    assert await storage.adopt(WHEEL, sha256=sha(b"wheel bytes")) is None
+    assert await storage.adopt(WHEEL, sha256=sha(b"other bytes"), size=3) is None
+    assert (web / WHEEL).read_bytes() == b"other bytes", "never touched"
+
+
+async def test_store_derived_writes_the_derived_bytes_once_they_match(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / WHEEL, b"source")
+    blob = await storage.store_derived(
+        f"{WHEEL}.metadata",
+        source=WHEEL,
+        derive=lambda file: file.read().upper(),
+        sha256=sha(b"SOURCE"),
+    )
+    assert blob == StoredBlob(sha256=sha(b"SOURCE"), size=6)
+    assert (web / f"{WHEEL}.metadata").read_bytes() == b"SOURCE"
+    assert mode(web / f"{WHEEL}.metadata") == 0o644
+    assert temps(web) == []
+
+
+async def test_store_derived_writes_nothing_when_the_bytes_differ_or_are_absent(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / WHEEL, b"source")
+    target = f"{WHEEL}.metadata"
+
+    def read(file: BinaryIO) -> bytes:
+        return file.read()
+
+    assert await storage.store_derived(target, source=WHEEL, derive=read, sha256=sha(b"x")) is None
+    assert (
+        await storage.store_derived(target, source=WHEEL, derive=lambda _: None, sha256=sha(b""))
+        is None
+    )
+    assert not (web / target).exists()
+    assert temps(web) == []
+    with pytest.raises(StorageError):
+        await storage.store_derived(target, source=f"{WHEEL}x", derive=read, sha256=sha(b""))

@@ -85,7 +85,7 @@ async def test_each_kind_of_upstream_change_is_followed(
     upstream.add_release("Alpha", "2.0")
     report = await runner.sync()
     assert report.projects_synced == 1
-    assert report.files_downloaded == 3, "sdist, wheel and the wheel's .metadata"
+    assert report.files_downloaded == 2, "sdist and wheel; the .metadata comes from the wheel"
     await assert_matches_upstream(runner.directory, upstream)
 
     upstream.remove_file("Alpha", "alpha-1.0.tar.gz")
@@ -277,13 +277,14 @@ async def test_an_interrupted_sync_resumes_without_downloading_again(
     with runner.state() as state:
         assert state.mirror_serial() == upstream.serial
         assert state.todo_count() > 0, "unfinished projects stay queued"
-    landed = len(files_on_disk(runner.directory))
+    landed = len([f for f in files_on_disk(runner.directory) if not f.endswith(".metadata")])
     assert landed >= InterruptingStorage.limit
 
     runner.storage_factory = FileSystemStorage
     report = await runner.sync()
     assert report.ok
-    assert report.files_downloaded == 18 - landed, "what landed before is not fetched again"
+    # 6 sdists and 6 wheels; every .metadata comes from its wheel.
+    assert report.files_downloaded == 12 - landed, "what landed before is not fetched again"
     await assert_matches_upstream(runner.directory, upstream)
 
 
@@ -396,7 +397,9 @@ async def test_a_json_copy_is_dropped_when_the_json_api_has_no_project(
 async def test_a_metadata_file_that_failed_is_fetched_alone_next_time(
     upstream: FakeUpstream, runner: MirrorRunner
 ) -> None:
-    filename, wheel, metadata = make_wheel("app", "1.0")
+    filename, wheel, _ = make_wheel("app", "1.0")
+    # Not the wheel's own METADATA, so it cannot be taken from the wheel: fetched.
+    metadata = b"Metadata-Version: 2.1\nName: app\nVersion: 1.0\n\n"
     upstream.add_file("app", "1.0", filename, wheel, metadata=metadata)
     path = upstream.file_url("app", filename).split("/", 3)[3]
     upstream.fail_next(f"/{path}.metadata", status=404, times=1)
@@ -474,6 +477,20 @@ async def test_metadata_backfilled_upstream_is_fetched_without_the_file_again(
     upstream.backfill_metadata("old", filename, metadata)
     report = await runner.sync(projects=["old"])
     assert report.ok
-    assert report.files_downloaded == 1, "only the .metadata file"
+    assert report.files_downloaded == 0, "the wheel is not fetched again, its METADATA is used"
     assert published_files(runner.web, "old")[filename].core_metadata
+    await assert_matches_upstream(runner.directory, upstream)
+
+
+async def test_a_wheels_metadata_is_taken_from_the_wheel_without_a_request(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    filename, wheel, metadata = make_wheel("app", "1.0")
+    upstream.add_file("app", "1.0", filename, wheel, metadata=metadata)
+    report = await runner.sync()
+    assert report.ok
+    assert report.files_downloaded == 1
+    assert not [path for _, path in upstream.request_log if path.endswith(".metadata")]
+    stored = next((runner.web / "packages").rglob(f"{filename}.metadata"))
+    assert stored.read_bytes() == metadata
     await assert_matches_upstream(runner.directory, upstream)

@@ -473,7 +473,7 @@ async def test_cli_exits_130_when_interrupted(
     async def interrupted(*args: object, **kwargs: object) -> VerifyOutcome:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("mirror.cli.verify", interrupted)
+    monkeypatch.setattr("mirror.verify.verify", interrupted)
     config = write_config(mirrored.directory, upstream.base_url)
     assert await run_cli("verify", "-c", str(config)) == EXIT_INTERRUPTED
 

@@ -15,9 +15,9 @@ Paths are relative POSIX paths under the web root (``packages/ab/cd/ef.../f.whl`
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +72,26 @@ class Storage(Protocol):
 
     async def remove_stale_temps(self, relative_dir: str) -> int:
         """Remove temporary files a killed run left in one directory; return how many."""
+        ...
+
+    async def adopt(
+        self, relative: str, *, sha256: str, size: int | None = None
+    ) -> StoredBlob | None:
+        """Remove the temps a killed run left beside ``relative`` and return the file
+        already there when its sha256 (and size, when given) match, else None."""
+        ...
+
+    async def store_derived(
+        self,
+        relative: str,
+        *,
+        source: str,
+        derive: Callable[[BinaryIO], bytes | None],
+        sha256: str,
+    ) -> StoredBlob | None:
+        """Store at ``relative`` (atomically) the bytes ``derive`` reads from the file
+        ``source`` once they hash to ``sha256``; None, writing nothing, when ``derive``
+        returns None or the hash differs."""
         ...
 
     async def hash_file(self, relative: str) -> StoredBlob:

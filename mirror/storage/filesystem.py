@@ -7,11 +7,12 @@ complete and verified is the temp made ``0644``, fsynced and ``os.replace``-d ov
 target; the directory is then fsynced so the rename survives a power cut before the
 state store records it. On any failure, cancellation included, the temp is removed.
 
-Disk work and hashing run in worker threads (the default executor, as
-``asyncio.to_thread`` uses); streamed bytes are batched into writes of about 1 MiB, and
-a small payload is written, verified and renamed in a single thread hop. A thread
-cannot be interrupted, so a cancelled operation waits for its thread to finish before
-cleaning up and re-raising: cleanup never races a write.
+Disk work and hashing run in worker threads (a pool of :data:`IO_THREADS` shared by
+every storage of the process: disk calls mostly wait, and fsyncs issued side by side
+share the file system's journal commits); streamed bytes are batched into writes of
+about 1 MiB, and a small payload is written, verified and renamed in a single thread
+hop. A thread cannot be interrupted, so a cancelled operation waits for its thread to
+finish before cleaning up and re-raising: cleanup never races a write.
 
 Creating directories and temps, and pruning directories a delete left empty, take one
 lock: a delete can never remove a directory between a store creating it and putting
@@ -32,8 +33,9 @@ import shutil
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from mirror.errors import IntegrityError, StorageError, UnsafePathError
 from mirror.storage import StoredBlob
@@ -41,6 +43,9 @@ from mirror.storage import StoredBlob
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+IO_THREADS = 16
+"""Worker threads for disk work, shared by every storage in the process."""
 
 FILE_MODE = 0o644
 DIRECTORY_MODE = 0o755
@@ -241,6 +246,59 @@ class FileSystemStorage:
             logger.info("removed %d stale temporary file(s) in %s", removed, directory)
         return removed
 
+    async def adopt(
+        self, relative: str, *, sha256: str, size: int | None = None
+    ) -> StoredBlob | None:
+        """Remove the stale temps in ``relative``'s directory (as
+        :meth:`remove_stale_temps`) and return the file already at ``relative`` when
+        its sha256 (and size, when given) match; None when there is none or it differs.
+
+        One thread hop and one directory read for a file about to be downloaded: a
+        missing directory answers both questions at once. Raises StorageError.
+        """
+        target = self.path_of(relative)
+        try:
+            removed, blob = await _in_thread(
+                functools.partial(self._live.adopt, target, sha256=sha256.lower(), size=size)
+            )
+        except OSError as exc:
+            raise _storage_error("inspect", target, exc) from exc
+        if removed:
+            logger.info("removed %d stale temporary file(s) in %s", removed, target.parent)
+        if blob is not None:
+            logger.debug("adopted %s already on disk", relative)
+        return blob
+
+    async def store_derived(
+        self,
+        relative: str,
+        *,
+        source: str,
+        derive: Callable[[BinaryIO], bytes | None],
+        sha256: str,
+    ) -> StoredBlob | None:
+        """Store at ``relative`` the bytes ``derive`` reads from the file ``source``
+        (e.g. a wheel's ``METADATA``), atomically as :meth:`write_bytes` does, once
+        they hash to ``sha256``. Returns None, writing nothing, when ``derive`` finds
+        nothing (returns None) or the bytes hash to anything else: the caller then
+        fetches them instead. One thread hop. Raises StorageError (also when
+        ``source`` is missing)."""
+        target = self.path_of(relative)
+        origin = self.path_of(source)
+        temp = _TempFile(target, label=relative, live=self._live)
+
+        def derive_and_store() -> StoredBlob | None:
+            with origin.open("rb") as file:
+                data = derive(file)
+            if data is None or hashlib.sha256(data).hexdigest() != sha256.lower():
+                return None
+            return temp.commit(data, sha256=sha256, size=len(data))
+
+        try:
+            return await _in_thread(derive_and_store)
+        except OSError as exc:
+            raise _storage_error("store", target, exc) from exc
+
     async def hash_file(self, relative: str) -> StoredBlob:
         """Return the sha256 and size of the file ``relative``, read in 1 MiB blocks
         in a worker thread. Raises StorageError (also when missing)."""
@@ -280,8 +338,17 @@ class _LiveTemps:
         # still give a temp name the file system accepts.
         stem = os.fsencode(target.name)[:_TEMP_NAME_KEEP_BYTES].decode(errors="ignore")
         with self._lock:
-            _make_directories(target.parent)
-            fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=TEMP_SUFFIX, dir=target.parent)
+            try:
+                fd, name = tempfile.mkstemp(
+                    prefix=f".{stem}.", suffix=TEMP_SUFFIX, dir=target.parent
+                )
+            except FileNotFoundError:
+                # Most targets land in a directory that does not exist yet (paths are
+                # content addressed): try first, and create on demand.
+                _make_directories(target.parent)
+                fd, name = tempfile.mkstemp(
+                    prefix=f".{stem}.", suffix=TEMP_SUFFIX, dir=target.parent
+                )
             path = Path(name)
             self._paths.add(path)
         return fd, path
@@ -311,6 +378,31 @@ class _LiveTemps:
             entries = list(os.scandir(directory))
         except FileNotFoundError:
             return 0
+        return self._remove_stale_entries(entries)
+
+    def adopt(
+        self, target: Path, *, sha256: str, size: int | None
+    ) -> tuple[int, StoredBlob | None]:
+        """Remove the stale temps beside ``target``; return how many, and ``target``'s
+        blob when it is there with this (lowercase) ``sha256`` and ``size``."""
+        try:
+            entries = list(os.scandir(target.parent))
+        except (FileNotFoundError, NotADirectoryError):
+            return 0, None
+        removed = self._remove_stale_entries(entries)
+        entry = next((e for e in entries if e.name == target.name), None)
+        if entry is None:
+            return removed, None
+        try:
+            # Following symbolic links, as a file served through one would be.
+            if size is not None and entry.stat().st_size != size:
+                return removed, None
+            blob = _hash_file(target)
+        except (FileNotFoundError, NotADirectoryError):
+            return removed, None
+        return removed, blob if blob.sha256 == sha256 else None
+
+    def _remove_stale_entries(self, entries: Iterable[os.DirEntry[str]]) -> int:
         removed = 0
         for entry in entries:
             if not _is_temp_name(entry.name) or not entry.is_file(follow_symlinks=False):
@@ -423,21 +515,26 @@ def _is_temp_name(name: str) -> bool:
 
 
 def _make_directories(directory: Path) -> None:
-    """Create ``directory`` and its missing parents, each 0755 whatever the umask."""
-    if directory.is_dir():
+    """Create ``directory`` and its missing parents, each 0755 whatever the umask.
+
+    Deepest first: most of the time only the last component or two are missing, and
+    one mkdir each is all it costs."""
+    try:
+        directory.mkdir(mode=DIRECTORY_MODE)
+    except FileExistsError:
+        # It exists, or a file (or a dangling symbolic link) is in the way: the next
+        # step fails with an error that names the problem.
         return
-    missing = [directory]
-    while not missing[-1].parent.exists():
-        missing.append(missing[-1].parent)
-    for path in reversed(missing):
+    except FileNotFoundError:
+        if directory.parent == directory:
+            raise
+        _make_directories(directory.parent)
         try:
-            path.mkdir(mode=DIRECTORY_MODE)
+            directory.mkdir(mode=DIRECTORY_MODE)
         except FileExistsError:
-            # A file (or a dangling symbolic link) is in the way: the next step fails
-            # with an error that names the problem.
-            continue
-        # mkdir's mode is filtered by the umask; the web server must be able to list.
-        path.chmod(DIRECTORY_MODE)
+            return
+    # mkdir's mode is filtered by the umask; the web server must be able to list.
+    directory.chmod(DIRECTORY_MODE)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -483,7 +580,20 @@ def _start_thread(func: Callable[[], _T]) -> asyncio.Future[_T]:
     mark it done while its thread still runs, and cleanup would then race the write.
     Nothing outside this module holds these futures, and it only ever shields them.
     """
-    return asyncio.get_running_loop().run_in_executor(None, func)
+    return asyncio.get_running_loop().run_in_executor(_executor(), func)
+
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    """The process's disk thread pool, made on first use (threads start on demand)."""
+    global _EXECUTOR  # noqa: PLW0603  # one pool per process, made lazily
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None:
+            _EXECUTOR = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="mirror-disk")
+        return _EXECUTOR
 
 
 async def _disk_result(action: str, path: Path, future: asyncio.Future[_T]) -> _T:
