@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +36,13 @@ from benchmarks.measure import MIB, Measurement, run_measured
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "latest.json"
 MB = 1_000_000
-CASES = ("large-files", "small-projects", "incremental", "scale", "verify")
+GB = 1_000_000_000
+# verify comes right after large-files: it checks the large-files mirrors while the
+# large corpus' upstream (kept in memory) is still up, and that upstream is stopped
+# before any other case starts.
+CASES = ("large-files", "verify", "small-projects", "incremental", "scale")
+LARGE_CASES = frozenset({"large-files", "verify"})
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 MIRROR = "mirror"
 BANDERSNATCH = "bandersnatch"
 CEILING = "ceiling"
@@ -100,7 +107,8 @@ class Run:
     rate_unit: str
     rate: float
     correct: bool | None = None
-    """For the incremental case: did the tree match upstream afterwards."""
+    """For the incremental case: did the tree match upstream afterwards; for verify:
+    did the tool find the mirror clean."""
     note: str = ""
 
 
@@ -200,6 +208,7 @@ class Bench:
         results: Results,
         bandersnatch_script: Path | None,
         bandersnatch_workers: int,
+        drop_caches: bool = True,
     ) -> None:
         self.preset = preset
         self.workdir = workdir
@@ -207,6 +216,25 @@ class Bench:
         self.script = bandersnatch_script
         self.workers = bandersnatch_workers
         self.log = workdir / "bench.log"
+        self.drop_caches = drop_caches
+        self._large_stack = ExitStack()
+        self._large_up: Launcher | None = None
+        self._large_synced = False
+
+    def large_upstream(self) -> Launcher:
+        """The large corpus' upstream, started on first use and kept up until
+        :meth:`close_large` (the verify case needs it after the large-files syncs)."""
+        if self._large_up is None:
+            factor = self.preset.large_factor
+            self._large_up = self._large_stack.enter_context(
+                launch("large", count=0, log=self.log, large_factor=factor)
+            )
+        return self._large_up
+
+    def close_large(self) -> None:
+        """Stop the large corpus' upstream (it holds the whole corpus in memory)."""
+        self._large_stack.close()
+        self._large_up = None
 
     # --- tools -------------------------------------------------------------------
 
@@ -270,18 +298,18 @@ class Bench:
 
     def large_files(self) -> None:
         """Large files: MB/s of mirror, the ceiling and bandersnatch."""
-        factor = self.preset.large_factor
-        with launch("large", count=0, log=self.log, large_factor=factor) as up:
-            megabytes = up.ready.bytes / MB
-            note = f"{up.ready.files} files, {megabytes:.1f} MB"
-            ours = self.mirror_sync(self.workdir / "large-mirror", up.ready.upstream)
-            self.record("large-files", MIRROR, ours, work=megabytes, unit="MB/s", note=note)
-            argv = [sys.executable, "-m", "benchmarks.ceiling", up.ready.control]
-            argv.append(str(self.workdir / "large-ceiling"))
-            ceiling = run_measured(argv, log=self.log, cwd=REPO)
-            self.record("large-files", CEILING, ceiling, work=megabytes, unit="MB/s", note=note)
-            theirs = self.bandersnatch_sync(self.workdir / "large-bander", up.ready.upstream)
-            self.record("large-files", BANDERSNATCH, theirs, work=megabytes, unit="MB/s")
+        up = self.large_upstream()
+        megabytes = up.ready.bytes / MB
+        note = f"{up.ready.files} files, {megabytes:.1f} MB"
+        ours = self.mirror_sync(self.workdir / "large-mirror", up.ready.upstream)
+        self.record("large-files", MIRROR, ours, work=megabytes, unit="MB/s", note=note)
+        argv = [sys.executable, "-m", "benchmarks.ceiling", up.ready.control]
+        argv.append(str(self.workdir / "large-ceiling"))
+        ceiling = run_measured(argv, log=self.log, cwd=REPO)
+        self.record("large-files", CEILING, ceiling, work=megabytes, unit="MB/s", note=note)
+        theirs = self.bandersnatch_sync(self.workdir / "large-bander", up.ready.upstream)
+        self.record("large-files", BANDERSNATCH, theirs, work=megabytes, unit="MB/s")
+        self._large_synced = True
 
     def small_projects(self) -> None:
         """Many small projects at two sizes: projects/s."""
@@ -365,10 +393,121 @@ class Bench:
                 self.record(case, BANDERSNATCH, theirs, work=touched, unit="projects/s")
 
     def verify(self) -> None:
-        """Not measurable yet: there is no ``mirror verify``."""
-        self.results.not_applicable["verify"] = (
-            "N/A: `mirror verify` does not exist yet, so there is nothing to measure"
+        """Verify the large-files mirrors: GB/s of ``mirror verify`` and ``bandersnatch
+        verify``, each from a cold page cache when the kernel lets us drop it.
+
+        Runs the large-files case first when it has not run. bandersnatch's verify reads
+        the ``web/json/<name>`` files a ``json = true`` sync stores; the large-files sync
+        runs with ``json = false`` (like ``mirror``, which has no JSON API to mirror), so
+        they are written here, unmeasured, from the fake's ``/pypi/<name>/json``.
+
+        bandersnatch runs as ``verify --dry-run``: without ``--json-update`` (off by
+        default in 8.2) it fetches no metadata, and ``--dry-run`` makes it report a bad
+        file instead of fetching it, so it is a pure local check like ``mirror verify``
+        (which hashes the same files; it also checks pages and walks the tree). Its
+        verify ignores ``allow-non-https`` (8.2 builds its ``Master`` without it), so its
+        config names the master as ``https://``: nothing is fetched, so nothing breaks.
+        """
+        if not self._large_synced:
+            self.large_files()
+        up = self.large_upstream()
+        ours_dir = self.workdir / "large-mirror"
+        ours_bytes = tree_bytes(ours_dir / "web" / "packages")
+        report = self.workdir / "verify-mirror.json"
+        report.unlink(missing_ok=True)
+        cold = self.drop_caches and drop_page_cache()
+        argv = [sys.executable, "-m", "mirror", "verify", "-c", str(ours_dir.with_suffix(".conf"))]
+        ours = run_measured([*argv, "-q", "--json"], log=report, cwd=REPO)
+        self.record(
+            "verify",
+            MIRROR,
+            ours,
+            work=ours_bytes / GB,
+            unit="GB/s",
+            correct=ours.exit_code == 0,
+            note=f"{_verify_note(report, ours_bytes)}; {_cache_note(cold)}",
         )
+        if self.script is None:
+            return
+        theirs_dir = self.workdir / "large-bander"
+        names = up.get("/names")
+        assert isinstance(names, list)
+        seed_bandersnatch_json(theirs_dir, up.ready.upstream, names)
+        theirs_bytes = tree_bytes(theirs_dir / "web" / "packages")
+        log = self.workdir / "verify-bandersnatch.log"
+        log.unlink(missing_ok=True)
+        cold = self.drop_caches and drop_page_cache()
+        conf = bandersnatch.write_config(
+            theirs_dir.with_suffix(".bandersnatch-verify.conf"),
+            directory=theirs_dir,
+            master=up.ready.upstream.replace("http://", "https://", 1),
+            workers=self.workers,
+        )
+        argv = [str(self.script), "-c", str(conf), "verify", "--dry-run"]
+        theirs = run_measured(argv, log=log, cwd=self.workdir)
+        text = log.read_text(encoding="utf-8", errors="replace")
+        with self.log.open("a", encoding="utf-8") as bench_log:
+            bench_log.write(text)
+        # A clean mirror needs no download; a bad file is only logged (exit code 0).
+        clean = "No files would be downloaded" in text
+        self.record(
+            "verify",
+            BANDERSNATCH,
+            theirs,
+            work=theirs_bytes / GB,
+            unit="GB/s",
+            correct=clean,
+            note=(
+                f"{theirs_bytes / MB:.1f} MB, "
+                f"{'clean' if clean else 'NOT clean: files would be fetched'}; "
+                f"{_cache_note(cold)}"
+            ),
+        )
+
+
+def tree_bytes(root: Path) -> int:
+    """Bytes of every file under ``root``: what a verify of that tree hashes."""
+    return sum(
+        (Path(top) / name).stat().st_size for top, _, names in os.walk(root) for name in names
+    )
+
+
+def drop_page_cache() -> bool:
+    """Flush and drop the page cache so a verify reads from disk; False when the
+    kernel does not let us (not root, or a read-only ``/proc/sys``)."""
+    os.sync()
+    try:
+        DROP_CACHES.write_text("3\n", encoding="ascii")
+    except OSError:
+        return False
+    return True
+
+
+def _cache_note(cold: bool) -> str:
+    return "cold cache" if cold else "WARM cache (page cache not dropped)"
+
+
+def _verify_note(report: Path, on_disk: int) -> str:
+    """What ``mirror verify --json`` said, for the table."""
+    try:
+        data = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"{on_disk / MB:.1f} MB on disk; no JSON report (see {report})"
+    verdict = "clean" if data.get("ok") else f"NOT clean: {data.get('remaining')} problem(s)"
+    return f"{data.get('files')} files, {data.get('bytes_hashed', 0) / MB:.1f} MB hashed, {verdict}"
+
+
+def seed_bandersnatch_json(directory: Path, upstream: str, names: Sequence[str]) -> None:
+    """Write ``web/json/<name>`` for each project as bandersnatch's ``json = true``
+    sync would (the body of ``{upstream}/pypi/<name>/json``): its verify reads them."""
+    if not upstream.startswith("http://127.0.0.1:"):
+        raise RuntimeError(f"refusing an upstream off loopback: {upstream}")
+    json_dir = directory / "web" / "json"
+    json_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        url = f"{upstream}/pypi/{name}/json"
+        with urllib.request.urlopen(url, timeout=600) as response:  # noqa: S310  # loopback
+            (json_dir / name).write_bytes(response.read())
 
 
 # --- targets ---------------------------------------------------------------------------
@@ -435,9 +574,7 @@ def evaluate(results: Results) -> list[Target]:
     targets.append(
         _target("mixed changes", "< 1x time and correct", value, ok if value else None, shown)
     )
-    targets.append(
-        Target(name="verify vs bandersnatch", goal=">= 1.5x GB/s", measured="N/A", status="n/a")
-    )
+    targets.append(_verify_target(results))
     scale_runs = [r for r in results.runs if r.tool == MIRROR and r.case.startswith("scale-")]
     peak = max((r.peak_rss_mib for r in scale_runs), default=None)
     targets.append(
@@ -450,6 +587,21 @@ def evaluate(results: Results) -> list[Target]:
         )
     )
     return targets
+
+
+def _verify_target(results: Results) -> Target:
+    """``mirror verify`` against ``bandersnatch verify`` in GB/s. A run that did not find
+    the mirror clean (``mirror`` exit code not 0, bandersnatch re-downloading) is a
+    failed measurement: no ratio."""
+    name, goal = "verify vs bandersnatch", ">= 1.5x GB/s"
+    runs = [results.find("verify", MIRROR), results.find("verify", BANDERSNATCH)]
+    failed = [r.tool for r in runs if r is not None and not (r.correct and r.exit_code == 0)]
+    if failed:
+        shown = f"failed measurement ({', '.join(failed)} did not find the mirror clean)"
+        return Target(name=name, goal=goal, measured=shown, status="n/a")
+    ours, theirs = runs
+    value = _ratio(ours.rate, theirs.rate) if ours and theirs else None
+    return _target(name, goal, value, _ge(value, 1.5), _x(value))
 
 
 def _ge(value: float | None, bound: float) -> bool | None:
@@ -477,7 +629,7 @@ def render(results: Results, targets: Sequence[Target], out: TextIO) -> None:
             f"{r.wall_seconds:.2f}",
             f"{r.cpu_seconds:.2f}",
             f"{r.peak_rss_mib:.0f}",
-            f"{r.rate:.1f} {r.rate_unit}" if r.work else "-",
+            f"{r.rate:.{2 if r.rate_unit == 'GB/s' else 1}f} {r.rate_unit}" if r.work else "-",
             str(r.exit_code),
             r.note,
         )
@@ -533,6 +685,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--bandersnatch-workers", type=int, default=bandersnatch.DEFAULT_WORKERS, help="1-10"
     )
+    parser.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="do not drop the page cache before each verify (it is dropped when permitted)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results")
     parser.add_argument("--workdir", type=Path, help="keep mirrors and logs here")
     return parser.parse_args(argv)
@@ -560,6 +717,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout) -> int:
         results=results,
         bandersnatch_script=script,
         bandersnatch_workers=args.bandersnatch_workers,
+        drop_caches=not args.warm_cache,
     )
     steps = {
         "large-files": bench.large_files,
@@ -568,12 +726,16 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout) -> int:
         "scale": bench.scale,
         "verify": bench.verify,
     }
+    selected = [case for case in CASES if case in (args.only or CASES)]
     completed = False
     try:
-        for case in args.only or CASES:
+        for case in selected:
+            if case not in LARGE_CASES:
+                bench.close_large()
             steps[case]()
         completed = True
     finally:
+        bench.close_large()
         failed = not completed or any(r.exit_code for r in results.runs)
         if failed:
             out.write(f"something failed: logs and mirrors kept in {workdir}\n")
