@@ -186,36 +186,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code.
+
+    Commands return their own exit code for a run that finished; every error they
+    raise is turned into one log line and its exit code here, in one place.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(verbose=args.verbose, quiet=args.quiet)
     command: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
-    return command(args)
+    try:
+        return command(args)
+    except ConfigError as exc:
+        logger.error("configuration error: %s", exc)
+        return EXIT_USAGE
+    except LockedError as exc:
+        logger.error("%s", exc)
+        return EXIT_LOCKED
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return EXIT_INTERRUPTED
+    except MirrorError as exc:
+        logger.error("%s failed: %s", args.command, exc)
+        return EXIT_ERROR
 
 
 def _run_sync(args: argparse.Namespace) -> int:
     """``mirror sync``: one pass."""
-    try:
-        config = load_config(args.config)
-        projects = _project_names(args.projects)
-    except ConfigError as exc:
-        logger.error("configuration error: %s", exc)
-        return EXIT_USAGE
-    try:
-        report = asyncio.run(_sync(config, projects))
-    except LockedError as exc:
-        logger.error("%s", exc)
-        return EXIT_LOCKED
-    except ConfigError as exc:
-        logger.error("configuration error: %s", exc)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        logger.error("interrupted; the next run resumes where this one stopped")
-        return EXIT_INTERRUPTED
-    except MirrorError as exc:
-        logger.error("sync failed: %s", exc)
-        return EXIT_ERROR
+    config = load_config(args.config)
+    report = asyncio.run(_sync(config, _project_names(args.projects)))
     logger.info("%s", summary_line(report))
     return EXIT_OK if report.ok else EXIT_PROJECTS_FAILED
 
@@ -224,9 +223,9 @@ def _run_status(args: argparse.Namespace) -> int:
     """``mirror status``: the state store's view, optionally upstream's serial."""
     from mirror.status import run_status  # noqa: PLC0415  # see the imports
 
-    try:
-        config = load_config(args.config)
-        text = asyncio.run(
+    config = load_config(args.config)
+    sys.stdout.write(
+        asyncio.run(
             run_status(
                 config,
                 remote=args.remote,
@@ -235,13 +234,7 @@ def _run_status(args: argparse.Namespace) -> int:
                 recount=args.recount,
             )
         )
-    except ConfigError as exc:
-        logger.error("configuration error: %s", exc)
-        return EXIT_USAGE
-    except MirrorError as exc:
-        logger.error("status failed: %s", exc)
-        return EXIT_ERROR
-    sys.stdout.write(text)
+    )
     return EXIT_OK
 
 
@@ -251,29 +244,19 @@ def _run_serve(args: argparse.Namespace) -> int:
     from mirror.server import serve  # noqa: PLC0415
     from mirror.statuspage import status_routes  # noqa: PLC0415
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        logger.error("configuration error: %s", exc)
-        return EXIT_USAGE
-    try:
-        asyncio.run(
-            serve(
-                config.directory / WEB_DIR,
-                host=args.host or config.serve_host,
-                port=config.serve_port if args.port is None else args.port,
-                access_log=config.serve_access_log,
-                extra_routes=[
-                    *metrics_routes(config.directory),
-                    *status_routes(config.directory),
-                ],
-            )
+    config = load_config(args.config)
+    asyncio.run(
+        serve(
+            config.directory / WEB_DIR,
+            host=args.host or config.serve_host,
+            port=config.serve_port if args.port is None else args.port,
+            access_log=config.serve_access_log,
+            extra_routes=[
+                *metrics_routes(config.directory),
+                *status_routes(config.directory),
+            ],
         )
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except MirrorError as exc:
-        logger.error("serve failed: %s", exc)
-        return EXIT_ERROR
+    )
     return EXIT_OK
 
 
@@ -288,11 +271,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
     """``mirror daemon``: passes until a signal stops it (see mirror.daemon)."""
     from mirror.daemon import Schedule, run_daemon  # noqa: PLC0415  # see the imports
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        logger.error("configuration error: %s", exc)
-        return EXIT_USAGE
+    config = load_config(args.config)
 
     async def sync_pass() -> None:
         logger.info("%s", summary_line(await _sync(config, None)))
@@ -300,14 +279,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
     schedule = Schedule(
         interval_seconds=config.interval_seconds, jitter_seconds=config.interval_jitter_seconds
     )
-    try:
-        stopped_by = asyncio.run(run_daemon(sync_pass, schedule=schedule))
-    except LockedError as exc:
-        logger.error("%s", exc)
-        return EXIT_LOCKED
-    except ConfigError as exc:
-        logger.error("configuration error: %s", exc)
-        return EXIT_USAGE
+    stopped_by = asyncio.run(run_daemon(sync_pass, schedule=schedule))
     return EXIT_INTERRUPTED if stopped_by is signal.SIGINT else EXIT_OK
 
 
@@ -329,16 +301,8 @@ def _run_filters(args: argparse.Namespace) -> int:
     """``mirror filters``: a dry run of the filters over some projects."""
     from mirror.filters.dryrun import dry_run  # noqa: PLC0415  # see the imports
 
-    try:
-        config = load_config(args.config)
-        names = _project_names(args.names) or []
-        lines = asyncio.run(dry_run(config, names))
-    except ConfigError as exc:
-        logger.error("configuration error: %s", exc)
-        return EXIT_USAGE
-    except MirrorError as exc:
-        logger.error("filters failed: %s", exc)
-        return EXIT_ERROR
+    config = load_config(args.config)
+    lines = asyncio.run(dry_run(config, _project_names(args.names) or []))
     sys.stdout.write("".join(f"{line}\n" for line in lines))
     return EXIT_OK
 
@@ -347,29 +311,17 @@ def _run_verify(args: argparse.Namespace) -> int:
     """``mirror verify``: the integrity check (see mirror.verify)."""
     from mirror.verify import render_json, render_text, verify  # noqa: PLC0415  # see the imports
 
-    try:
-        config = load_config(args.config)
-        outcome = asyncio.run(
-            verify(
-                config.directory,
-                formats=config.formats,
-                repair=args.repair,
-                delete_orphans=args.delete_orphans,
-                dry_run=args.dry_run,
-                resync=lambda names: _sync(config, list(names)),
-            )
+    config = load_config(args.config)
+    outcome = asyncio.run(
+        verify(
+            config.directory,
+            formats=config.formats,
+            repair=args.repair,
+            delete_orphans=args.delete_orphans,
+            dry_run=args.dry_run,
+            resync=lambda names: _sync(config, list(names)),
         )
-    except ConfigError as exc:
-        logger.error("configuration error: %s", exc)
-        return EXIT_USAGE
-    except LockedError as exc:
-        logger.error("%s", exc)
-        return EXIT_LOCKED
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except MirrorError as exc:
-        logger.error("verify failed: %s", exc)
-        return EXIT_ERROR
+    )
     sys.stdout.write(render_json(outcome) if args.json else render_text(outcome))
     return EXIT_OK if outcome.ok else EXIT_PROJECTS_FAILED
 
