@@ -12,7 +12,6 @@ made-up value.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import tempfile
@@ -22,9 +21,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from mirror.errors import MirrorError, StorageError
-from mirror.state import STATE_NAME, StateStore
+from mirror.errors import StorageError
+from mirror.state import StateStore
 from mirror.status import MirrorStatus, read_status
+from mirror.statuspage import read_state_for_request
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The content type of the text exposition format."""
@@ -133,17 +133,13 @@ def metrics_routes(
     """``GET /metrics`` for ``mirror serve``: the metrics of the mirror ``directory``,
     read from its state store, opened read-only per request in a worker thread."""
 
-    def render() -> str:
-        with StateStore.open_read_only(directory / STATE_NAME) as state:
-            return render_metrics(read_status(state, now=clock()))
+    def render(state: StateStore) -> str:
+        return render_metrics(read_status(state, now=clock()))
 
     async def handle(request: web.Request) -> web.Response:
         del request
-        try:
-            text = await asyncio.to_thread(render)
-        except MirrorError as exc:
-            # No state store yet, or one this version cannot read: no metrics to give.
-            raise web.HTTPServiceUnavailable(text=f"{exc}\n") from exc
+        # No state store yet, or one this version cannot read: 503, no metrics to give.
+        text = await read_state_for_request(directory, render)
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
     return [web.get("/metrics", handle)]

@@ -189,6 +189,20 @@ class TodoItem:
     """Unix time before which the project is not retried."""
     last_error: str | None
 
+    @classmethod
+    def fresh(cls, name: NormalizedName) -> Self:
+        """An item for ``name`` named explicitly rather than read from the queue: due at
+        once, never tried, with no serial to reach (``Serial(0)``: whatever upstream
+        serves now)."""
+        return cls(
+            name=name,
+            serial=Serial(0),
+            display_name=None,
+            attempts=0,
+            next_attempt=0.0,
+            last_error=None,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Totals:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from html import escape
 from pathlib import Path
+from typing import TypeVar
 
 from aiohttp import web
 from humanfriendly import format_size, format_timespan
@@ -19,6 +20,8 @@ from humanfriendly import format_size, format_timespan
 from mirror.errors import MirrorError
 from mirror.state import STATE_NAME, RunRecord, StateStore
 from mirror.status import MirrorStatus, read_status
+
+_T = TypeVar("_T")
 
 HISTORY_SAMPLES = 200
 """Runs shown in the size chart (the newest ones)."""
@@ -159,21 +162,33 @@ def render_status_page(status: MirrorStatus, runs: Sequence[RunRecord]) -> bytes
     return page.encode()
 
 
+async def read_state_for_request(directory: Path, read: Callable[[StateStore], _T]) -> _T:
+    """``read(state)`` on the state store of the mirror ``directory``, opened read-only
+    in a worker thread, for a request handler of ``mirror serve``. Raises
+    HTTPServiceUnavailable (503, with the reason) while there is no state store yet, or
+    one this version cannot read."""
+
+    def run() -> _T:
+        with StateStore.open_read_only(directory / STATE_NAME) as state:
+            return read(state)
+
+    try:
+        return await asyncio.to_thread(run)
+    except MirrorError as exc:
+        raise web.HTTPServiceUnavailable(text=f"{exc}\n") from exc
+
+
 def status_routes(directory: Path, *, clock: Callable[[], float] = time.time) -> list[web.RouteDef]:
     """``GET /status/`` (and ``/status``, redirected) for ``mirror serve``: the status
     page of the mirror ``directory``; 503 while it has no readable state store."""
 
-    def render() -> bytes:
-        with StateStore.open_read_only(directory / STATE_NAME) as state:
-            status = read_status(state, now=clock())
-            return render_status_page(status, state.runs(limit=HISTORY_SAMPLES))
+    def render(state: StateStore) -> bytes:
+        status = read_status(state, now=clock())
+        return render_status_page(status, state.runs(limit=HISTORY_SAMPLES))
 
     async def page(request: web.Request) -> web.Response:
         del request
-        try:
-            body = await asyncio.to_thread(render)
-        except MirrorError as exc:
-            raise web.HTTPServiceUnavailable(text=f"{exc}\n") from exc
+        body = await read_state_for_request(directory, render)
         return web.Response(body=body, content_type="text/html", charset="utf-8")
 
     async def redirect(request: web.Request) -> web.Response:

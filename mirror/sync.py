@@ -180,17 +180,7 @@ class Syncer:
         await self._begin(tally)
         await self._load_needs()
         if projects is not None:
-            items = [
-                TodoItem(
-                    name=name,
-                    serial=Serial(0),
-                    display_name=None,
-                    attempts=0,
-                    next_attempt=0.0,
-                    last_error=None,
-                )
-                for name in dict.fromkeys(projects)
-            ]
+            items = [TodoItem.fresh(name) for name in dict.fromkeys(projects)]
         else:
             await self._follow_filters()
             upstream_serial = await self._queue_changes()
@@ -399,20 +389,7 @@ class Syncer:
             await asyncio.to_thread(
                 self._state.enqueue, dict.fromkeys(changed, Serial(0)), now=self._clock()
             )
-            await self._sync_projects(
-                [
-                    TodoItem(
-                        name=name,
-                        serial=Serial(0),
-                        display_name=None,
-                        attempts=0,
-                        next_attempt=0.0,
-                        last_error=None,
-                    )
-                    for name in changed
-                ],
-                tally,
-            )
+            await self._sync_projects([TodoItem.fresh(name) for name in changed], tally)
         logger.warning("the dependency closure still changes after %d rounds", _MAX_CLOSURE_ROUNDS)
 
     async def _dependency_closure(

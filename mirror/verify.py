@@ -50,7 +50,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import unquote, urlsplit
 
 from humanfriendly import format_size, format_timespan
@@ -702,19 +702,8 @@ def _remaining(
 
 # --- output --------------------------------------------------------------------------
 
-_KIND_ORDER: tuple[ProblemKind, ...] = (
-    "missing",
-    "corrupt",
-    "orphan",
-    "temp",
-    "unlinked",
-    "bad-link",
-    "bad-page",
-    "no-pages",
-    "no-project",
-    "root-extra",
-    "root-missing",
-)
+# The order the kinds are declared in is the order they are reported in.
+_KIND_ORDER: tuple[ProblemKind, ...] = get_args(ProblemKind)
 
 
 def summary_line(outcome: VerifyOutcome) -> str:

@@ -1,4 +1,5 @@
-"""Running syncs in-process against the fake upstream, for the integration tests."""
+"""Running syncs in-process against the fake upstream, and the CLI's config, for the
+integration tests."""
 
 from __future__ import annotations
 
@@ -14,6 +15,24 @@ from mirror.storage import FileSystemStorage, Storage
 from mirror.sync import Syncer, SyncOptions, SyncReport
 from mirror.testing import FakeUpstream
 from mirror.upstream import Upstream, UpstreamSettings
+
+
+def write_config(tmp_path: Path, upstream_url: str, **extra: str) -> Path:
+    """``tmp_path/mirror.conf`` for the CLI: the mirror in ``tmp_path/mirror``, following
+    ``upstream_url`` over plain HTTP with two workers and no retries (the CLI's client
+    sleeps for real between attempts), then the ``extra`` keys of ``[mirror]``."""
+    lines = [
+        "[mirror]",
+        f"directory = {tmp_path / 'mirror'}",
+        f"upstream = {upstream_url}",
+        "allow-non-https = true",
+        "retries = 0",
+        "workers = 2",
+        *(f"{key} = {value}" for key, value in extra.items()),
+    ]
+    path = tmp_path / "mirror.conf"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 async def no_sleep(seconds: float) -> None:

@@ -24,23 +24,8 @@ from mirror.cli import (
 )
 from mirror.lock import mirror_lock
 from mirror.testing import FakeUpstream
+from tests.harness import write_config
 from tests.mirrorcheck import assert_consistent
-
-
-def write_config(tmp_path: Path, upstream_url: str, **extra: str) -> Path:
-    lines = [
-        "[mirror]",
-        f"directory = {tmp_path / 'mirror'}",
-        f"upstream = {upstream_url}",
-        "allow-non-https = true",
-        # No retries: the CLI's client sleeps for real between attempts.
-        "retries = 0",
-        "workers = 2",
-        *(f"{key} = {value}" for key, value in extra.items()),
-    ]
-    path = tmp_path / "mirror.conf"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 async def run_cli(*argv: str) -> int:

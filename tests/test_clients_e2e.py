@@ -13,7 +13,6 @@ variable removed, no config files and ``--index-url`` only.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import signal
@@ -30,6 +29,7 @@ import pytest
 from aiohttp import ClientSession
 
 from mirror.testing import FakeUpstream, make_wheel
+from tests.clients import free_port, pip_install, uv_install
 from tests.harness import MirrorRunner
 
 pytestmark = pytest.mark.slow
@@ -51,13 +51,6 @@ class Served:
     url: str
     web: Path
     access_log: Callable[[], str]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -185,77 +178,6 @@ async def served(
     server: Callable[[Path, Path], AbstractContextManager[Served]] = request.param
     with server(runner.web, tmp_path) as running:
         yield running
-
-
-def client_env() -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PIP_", "UV_")) and key not in {"XDG_CONFIG_HOME"}
-    }
-    return {
-        **env,
-        "PIP_CONFIG_FILE": os.devnull,
-        "PIP_NO_INPUT": "1",
-        "UV_NO_CONFIG": "1",
-        "UV_PYTHON_DOWNLOADS": "never",
-        "NO_COLOR": "1",
-    }
-
-
-def pip_install(
-    index_url: str, target: Path, *requirements: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--isolated",
-            "--no-cache-dir",
-            "--disable-pip-version-check",
-            "--index-url",
-            index_url,
-            "--target",
-            str(target),
-            *requirements,
-        ],
-        env=client_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def uv_install(
-    index_url: str, target: Path, *requirements: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "uv",
-            "pip",
-            "install",
-            "--no-config",
-            "--no-cache",
-            "--no-python-downloads",
-            "--python",
-            sys.executable,
-            "--index-url",
-            index_url,
-            "--target",
-            str(target),
-            *requirements,
-        ],
-        env=client_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def installed_version(target: Path, module: str) -> str:

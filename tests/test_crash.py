@@ -19,7 +19,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from mirror.storage import FileSystemStorage, Storage, StoredBlob
-from mirror.sync import SyncOptions
+from mirror.sync import SyncOptions, SyncReport
 from mirror.testing import FakeUpstream, make_sdist, make_wheel
 from mirror.testing.soak import (
     _check,
@@ -102,11 +102,22 @@ async def stall_after_a_mebibyte(
 
 
 async def crash_snapshot(
-    runner: MirrorRunner, pause: Pause, copy: Path, *, temp: bool = False
+    runner: MirrorRunner,
+    copy: Path,
+    *,
+    mid_stream: str | None = None,
+    after_store: str | None = None,
+    before_write: str | None = None,
 ) -> MirrorRunner:
-    """Run a sync until it pauses, copy the mirror directory as a kill would leave
-    it, stop the sync; return a runner for the copy. With ``temp``, wait for the
-    storage's disk thread to have written a download temp first."""
+    """Run a sync until it pauses where :func:`pausing_storage` is told to, copy the
+    mirror directory as a kill would leave it, stop the sync; return a runner for the
+    copy. Paused ``mid_stream``, wait for the storage's disk thread to have written the
+    download temp first."""
+    pause = Pause()
+    runner.storage_factory = pausing_storage(
+        pause, mid_stream=mid_stream, after_store=after_store, before_write=before_write
+    )
+    temp = mid_stream is not None
     # One download at a time: nothing else moves while the copy is made.
     runner.options = SyncOptions(workers=1, download_concurrency=1)
     task = asyncio.create_task(runner.sync())
@@ -138,63 +149,60 @@ def assert_clean(runner: MirrorRunner) -> None:
     assert list(runner.web.rglob("*.part")) == []
 
 
-def add_big_release(upstream: FakeUpstream, name: str, version: str) -> tuple[str, str]:
-    """Publish an sdist and a wheel of more than a MiB each; return their names."""
-    sdist, content = make_sdist(name, version, payload_bytes=BIG)
-    upstream.add_file(name, version, sdist, content)
-    wheel, content, metadata = make_wheel(name, version, payload_bytes=BIG)
-    upstream.add_file(name, version, wheel, content, metadata=metadata)
+async def sync_then_add_big_release(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> tuple[str, str]:
+    """Mirror alpha 1.0, then publish alpha 2.0 as an sdist and a wheel of more than a
+    MiB each; return their names."""
+    upstream.add_release("alpha", "1.0")
+    await runner.sync()
+    sdist, content = make_sdist("alpha", "2.0", payload_bytes=BIG)
+    upstream.add_file("alpha", "2.0", sdist, content)
+    wheel, content, metadata = make_wheel("alpha", "2.0", payload_bytes=BIG)
+    upstream.add_file("alpha", "2.0", wheel, content, metadata=metadata)
     return sdist, wheel
+
+
+async def assert_next_run_converges(runner: MirrorRunner, upstream: FakeUpstream) -> SyncReport:
+    """The next run succeeds, leaves no problem and no temp, and mirrors upstream."""
+    report = await runner.sync()
+    assert report.ok
+    assert_clean(runner)
+    await assert_matches_upstream(runner.directory, upstream)
+    return report
 
 
 async def test_a_temp_left_mid_download_of_a_file_upstream_then_drops_is_removed(
     upstream: FakeUpstream, runner: MirrorRunner, tmp_path: Path
 ) -> None:
-    upstream.add_release("alpha", "1.0")
-    await runner.sync()
-    _, wheel = add_big_release(upstream, "alpha", "2.0")
-    pause = Pause()
-    runner.storage_factory = pausing_storage(pause, mid_stream=wheel)
-    after = await crash_snapshot(runner, pause, tmp_path / "killed", temp=True)
+    _, wheel = await sync_then_add_big_release(upstream, runner)
+    after = await crash_snapshot(runner, tmp_path / "killed", mid_stream=wheel)
     assert len(mid_download_temps(after.web)) == 1, "the kill left a half-written temp"
     assert "temp" in assert_safe(after)
 
     # Upstream drops the release before the next run: nothing would look in the
     # temp's directory again, but the garbage row noted before the download does.
     upstream.remove_release("alpha", "2.0")
-    report = await after.sync()
-    assert report.ok
-    assert_clean(after)
-    await assert_matches_upstream(after.directory, upstream)
+    await assert_next_run_converges(after, upstream)
 
 
 async def test_a_file_landed_but_not_recorded_is_adopted_or_removed(
     upstream: FakeUpstream, runner: MirrorRunner, tmp_path: Path
 ) -> None:
-    upstream.add_release("alpha", "1.0")
-    await runner.sync()
-    sdist, _ = add_big_release(upstream, "alpha", "2.0")
-    pause = Pause()
-    runner.storage_factory = pausing_storage(pause, after_store=sdist)
-    after = await crash_snapshot(runner, pause, tmp_path / "killed")
+    sdist, _ = await sync_then_add_big_release(upstream, runner)
+    after = await crash_snapshot(runner, tmp_path / "killed", after_store=sdist)
     assert "orphan" in assert_safe(after), "on disk, not yet in the state"
     adopting = MirrorRunner(upstream=upstream, directory=tmp_path / "adopting")
     shutil.copytree(after.directory, adopting.directory)
 
     # Still wanted: the next run adopts it (hashes it) instead of downloading again.
     upstream.request_log.clear()
-    report = await adopting.sync()
-    assert report.ok
+    await assert_next_run_converges(adopting, upstream)
     assert not [path for _, path in upstream.request_log if path.endswith(sdist)]
-    assert_clean(adopting)
-    await assert_matches_upstream(adopting.directory, upstream)
 
     # No longer wanted: the next run removes it.
     upstream.remove_release("alpha", "2.0")
-    report = await after.sync()
-    assert report.ok
-    assert_clean(after)
-    await assert_matches_upstream(after.directory, upstream)
+    await assert_next_run_converges(after, upstream)
 
 
 async def test_a_kill_before_the_root_index_is_written_is_mended_by_a_run_with_nothing_to_do(
@@ -204,19 +212,14 @@ async def test_a_kill_before_the_root_index_is_written_is_mended_by_a_run_with_n
     await runner.sync()
     upstream.add_release("beta", "1.0")
     upstream.remove_project("alpha")
-    pause = Pause()
-    runner.storage_factory = pausing_storage(pause, before_write="simple/index.html")
-    after = await crash_snapshot(runner, pause, tmp_path / "killed")
+    after = await crash_snapshot(runner, tmp_path / "killed", before_write="simple/index.html")
     # What a kill mid-way through the root's write leaves: its temp.
     (after.web / "simple" / ".index.html.abcdefgh.part").write_bytes(b"<!DOCTYPE")
     (after.web / ".last-modified.abcdefgh.part").write_bytes(b"2026")
     assert sorted(set(assert_safe(after))) == ["root-extra", "root-missing", "temp"]
 
-    report = await after.sync()
-    assert report.ok
+    report = await assert_next_run_converges(after, upstream)
     assert report.projects_synced == 0, "nothing changed upstream since"
-    assert_clean(after)
-    await assert_matches_upstream(after.directory, upstream)
 
 
 async def test_kills_of_the_real_command_keep_the_invariant_and_converge(

@@ -25,6 +25,7 @@ from mirror.daemon import Schedule, run_daemon
 from mirror.errors import ConfigError, LockedError, StorageError, UpstreamError
 from mirror.lock import mirror_lock
 from mirror.testing import FakeUpstream
+from tests.harness import write_config
 from tests.mirrorcheck import assert_consistent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,21 +273,10 @@ async def test_cancelling_the_daemon_cancels_its_pass() -> None:
 # --- the CLI, in-process (main thread: the daemon installs signal handlers) --------
 
 
-def write_config(tmp_path: Path, upstream_url: str, **extra: str) -> Path:
-    lines = [
-        "[mirror]",
-        f"directory = {tmp_path / 'mirror'}",
-        f"upstream = {upstream_url}",
-        "allow-non-https = true",
-        "retries = 0",
-        "workers = 2",
-        "interval = 1s",
-        "interval-jitter = 0",
-        *(f"{key} = {value}" for key, value in extra.items()),
-    ]
-    path = tmp_path / "mirror.conf"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def write_daemon_config(tmp_path: Path, upstream_url: str, **extra: str) -> Path:
+    """The CLI tests' config, with a one-second pause between passes and no jitter."""
+    keys = {"interval": "1s", "interval-jitter": "0", **extra}
+    return write_config(tmp_path, upstream_url, **keys)
 
 
 def unreachable_url() -> str:
@@ -335,7 +325,7 @@ def test_cli_daemon_survives_an_unreachable_upstream_and_exits_on_a_signal(
     code: int,
 ) -> None:
     signal_on_pause(signum)
-    config = write_config(tmp_path, unreachable_url())
+    config = write_daemon_config(tmp_path, unreachable_url())
     assert main(["daemon", "-c", str(config)]) == code
     err = capsys.readouterr().err
     assert "sync pass failed:" in err
@@ -343,14 +333,14 @@ def test_cli_daemon_survives_an_unreachable_upstream_and_exits_on_a_signal(
 
 
 def test_cli_daemon_exits_3_when_another_run_holds_the_lock(tmp_path: Path) -> None:
-    config = write_config(tmp_path, unreachable_url())
+    config = write_daemon_config(tmp_path, unreachable_url())
     (tmp_path / "mirror").mkdir()
     with mirror_lock(tmp_path / "mirror"):
         assert main(["daemon", "-q", "-c", str(config)]) == EXIT_LOCKED
 
 
 def test_cli_daemon_exits_2_for_a_bad_config(tmp_path: Path) -> None:
-    config = write_config(tmp_path, unreachable_url(), interval="500ms")
+    config = write_daemon_config(tmp_path, unreachable_url(), interval="500ms")
     assert main(["daemon", "-q", "-c", str(config)]) == EXIT_USAGE
 
 
@@ -358,7 +348,7 @@ def test_cli_daemon_exits_2_when_the_mirror_directory_cannot_be_created(
     tmp_path: Path,
 ) -> None:
     (tmp_path / "mirror").write_text("a file where the directory should be")
-    config = write_config(tmp_path, unreachable_url())
+    config = write_daemon_config(tmp_path, unreachable_url())
     assert main(["daemon", "-q", "-c", str(config)]) == EXIT_USAGE
 
 
@@ -427,7 +417,7 @@ async def test_daemon_follows_upstream_and_stops_cleanly_on_sigterm(
 ) -> None:
     upstream.add_release("Alpha", "1.0")
     upstream.add_release("beta", "2.0")
-    daemon = await start_daemon(write_config(tmp_path, upstream.base_url))
+    daemon = await start_daemon(write_daemon_config(tmp_path, upstream.base_url))
     await wait_until(lambda: page(tmp_path, "beta").exists())
 
     upstream.add_release("Alpha", "1.1")
@@ -477,7 +467,7 @@ async def test_sigterm_during_a_stalled_download_stops_at_once_without_temp_file
         try:
             # Big enough that the half sent reaches the disk (storage writes by the MiB).
             upstream.add_file("big", "1.0", "big-1.0.tar.gz", random.randbytes(4 << 20))
-            config = write_config(tmp_path, upstream.base_url)
+            config = write_daemon_config(tmp_path, upstream.base_url)
             daemon = await start_daemon(config)
             await wait_until(lambda: bool(temp_files(tmp_path)))
 

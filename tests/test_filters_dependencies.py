@@ -17,9 +17,10 @@ from mirror.filters.dependencies import is_needed, merge, needs_of, requires_dis
 from mirror.filters.lists import AllowlistFilter
 from mirror.sync import NEEDS_META_KEY
 from mirror.testing import FakeUpstream, make_wheel
+from tests.clients import pip_install
 from tests.harness import MirrorRunner
 from tests.mirrorcheck import assert_consistent, published_files
-from tests.test_pip_e2e import http_server, pip_install
+from tests.test_pip_e2e import http_server
 
 
 def allowlist(packages: str, **keys: str) -> FilterSet:

@@ -2,14 +2,13 @@
 
 The mirror's ``web/`` directory is served over loopback twice: by ``python -m
 http.server`` (pip reads the HTML pages) and by a small PEP 691-negotiating handler
-(pip reads the JSON pages). This machine's pip is configured with extra indexes, so
-pip runs with ``PIP_CONFIG_FILE=/dev/null``, ``--isolated`` and ``--index-url`` only.
+(pip reads the JSON pages). pip runs isolated from this machine's settings, which name
+extra indexes (:mod:`tests.clients`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import socket
 import subprocess
@@ -24,48 +23,12 @@ from pathlib import Path
 import pytest
 
 from mirror.testing import FakeUpstream, make_wheel
+from tests.clients import free_port, pip_install
 from tests.harness import MirrorRunner
 
 pytestmark = pytest.mark.slow
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def pip_install(
-    index_url: str, target: Path, *requirements: str
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PIP_CONFIG_FILE": "/dev/null", "PIP_NO_INPUT": "1"}
-    env.pop("PIP_INDEX_URL", None)
-    env.pop("PIP_EXTRA_INDEX_URL", None)
-    env.pop("PIP_FIND_LINKS", None)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--isolated",
-            "--no-cache-dir",
-            "--disable-pip-version-check",
-            "--index-url",
-            index_url,
-            "--target",
-            str(target),
-            *requirements,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 class NegotiatingHandler(SimpleHTTPRequestHandler):
@@ -147,13 +110,17 @@ def publish_app_and_lib(upstream: FakeUpstream) -> None:
     upstream.add_file("mirrorapp", "1.0", filename, wheel, metadata=metadata)
 
 
-async def test_pip_installs_through_the_html_pages(
-    upstream: FakeUpstream, runner: MirrorRunner, tmp_path: Path
-) -> None:
+@pytest.fixture
+async def mirrored(upstream: FakeUpstream, runner: MirrorRunner) -> MirrorRunner:
+    """A mirror synced with the app and both releases of its library."""
     publish_app_and_lib(upstream)
     assert (await runner.sync()).ok
+    return runner
+
+
+async def test_pip_installs_through_the_html_pages(mirrored: MirrorRunner, tmp_path: Path) -> None:
     target = tmp_path / "site"
-    with http_server(runner.web) as (url, proc):
+    with http_server(mirrored.web) as (url, proc):
         result = await asyncio.to_thread(pip_install, f"{url}/simple/", target, "mirrorapp")
         proc.terminate()
         access_log = proc.communicate(timeout=10)[1]
@@ -165,13 +132,9 @@ async def test_pip_installs_through_the_html_pages(
     assert any(path.endswith("mirrorlib-2.0-py3-none-any.whl.metadata") for path in fetched)
 
 
-async def test_pip_installs_through_the_json_pages(
-    upstream: FakeUpstream, runner: MirrorRunner, tmp_path: Path
-) -> None:
-    publish_app_and_lib(upstream)
-    assert (await runner.sync()).ok
+async def test_pip_installs_through_the_json_pages(mirrored: MirrorRunner, tmp_path: Path) -> None:
     target = tmp_path / "site"
-    with negotiating_server(runner.web) as (url, log):
+    with negotiating_server(mirrored.web) as (url, log):
         result = await asyncio.to_thread(pip_install, f"{url}/simple/", target, "mirrorapp")
     assert result.returncode == 0, result.stdout + result.stderr
     assert ("json", "/simple/mirrorapp/") in log

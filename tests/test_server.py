@@ -576,11 +576,12 @@ def test_serve_on_a_taken_port_exits_4(
     assert f"serve failed: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
-def test_serve_exits_130_on_ctrl_c(tmp_path: Path, web_root: Path) -> None:
+def start_serve(config: Path) -> tuple[subprocess.Popen[str], int]:
+    """``python -m mirror serve`` on a free loopback port, returned once it listens (or
+    after five seconds); its stderr is piped."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = write_config(tmp_path, web_root)
+        port: int = probe.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "mirror", "serve", "-c", str(config), "--port", str(port)],
         stderr=subprocess.PIPE,
@@ -591,6 +592,11 @@ def test_serve_exits_130_on_ctrl_c(tmp_path: Path, web_root: Path) -> None:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 break
         time.sleep(0.01)
+    return proc, port
+
+
+def test_serve_exits_130_on_ctrl_c(tmp_path: Path, web_root: Path) -> None:
+    proc, _ = start_serve(write_config(tmp_path, web_root))
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=10)
     assert proc.returncode == EXIT_INTERRUPTED, stderr
@@ -601,21 +607,8 @@ def test_mirror_serve_also_serves_metrics_and_the_status_page(
     tmp_path: Path, web_root: Path
 ) -> None:
     """Before any sync there is no state store: both answer 503, never 404 or 500."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = write_config(tmp_path, web_root)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mirror", "serve", "-c", str(config), "--port", str(port)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, port = start_serve(write_config(tmp_path, web_root))
     try:
-        for _ in range(500):
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.01)
         statuses = []
         for path in ("/metrics", "/status/"):
             try:

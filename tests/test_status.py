@@ -35,40 +35,36 @@ def seed(upstream: FakeUpstream) -> None:
     upstream.add_release("gamma", "1.0", wheel=False)
 
 
+@pytest.fixture
+async def mirrored(upstream: FakeUpstream, runner: MirrorRunner) -> MirrorRunner:
+    """A mirror after one sync of the seed projects."""
+    seed(upstream)
+    await runner.sync()
+    return runner
+
+
 def disk_bytes(runner: MirrorRunner) -> int:
     return sum(p.stat().st_size for p in (runner.web / "packages").rglob("*") if p.is_file())
 
 
-def config_file(tmp_path: Path, runner: MirrorRunner) -> Path:
-    path = tmp_path / "mirror.conf"
-    path.write_text(
-        f"[mirror]\ndirectory = {runner.directory}\nupstream = {runner.upstream.base_url}\n"
-        "allow-non-https = true\nretries = 0\n",
-        encoding="utf-8",
-    )
-    return path
-
-
 async def test_status_after_additions_deletions_and_failures(
-    upstream: FakeUpstream, runner: MirrorRunner
+    upstream: FakeUpstream, mirrored: MirrorRunner
 ) -> None:
-    seed(upstream)
-    await runner.sync()
     upstream.add_release("alpha", "2.0")
     upstream.remove_project("gamma")
     upstream.add_release("beta", "2.0", wheel=False)
     upstream.fail_next("/simple/beta/", 500, times=10)
-    runner.clock.now += 100
-    report = await runner.sync()
+    mirrored.clock.now += 100
+    report = await mirrored.sync()
     assert not report.ok
-    with runner.state() as state:
-        status = read_status(state, now=runner.clock.now + 60)
+    with mirrored.state() as state:
+        status = read_status(state, now=mirrored.clock.now + 60)
         runs = state.runs()
     assert status.mirror_serial == upstream.serial
     assert status.upstream_serial == upstream.serial
     assert status.upstream_serial_source == "last_run"
     assert status.lag == 0
-    assert status.totals == Totals(projects=2, files=5, bytes=disk_bytes(runner))
+    assert status.totals == Totals(projects=2, files=5, bytes=disk_bytes(mirrored))
     assert [item.name for item in status.failures] == ["beta"]
     assert status.last_run is not None
     assert not status.last_run.ok
@@ -95,7 +91,7 @@ async def test_status_after_additions_deletions_and_failures(
     assert document["lag"] == 0
     assert document["projects"] == 2
     assert document["files"] == 5
-    assert document["bytes"] == disk_bytes(runner)
+    assert document["bytes"] == disk_bytes(mirrored)
     assert document["last_run"]["ok"] is False
     assert document["last_run"]["projects_failed"] == 1
     assert document["last_success"] == pytest.approx(1_000_000.0)
@@ -122,12 +118,10 @@ async def test_status_before_any_run_says_so(runner: MirrorRunner) -> None:
 
 
 async def test_a_serial_asked_for_just_now_gives_the_lag(
-    upstream: FakeUpstream, runner: MirrorRunner
+    upstream: FakeUpstream, mirrored: MirrorRunner
 ) -> None:
-    seed(upstream)
-    await runner.sync()
     upstream.add_release("delta", "1.0")
-    with runner.state() as state:
+    with mirrored.state() as state:
         status = read_status(state, now=0.0, upstream_serial=Serial(upstream.serial))
     assert status.lag is not None
     assert status.lag > 0
@@ -135,14 +129,12 @@ async def test_a_serial_asked_for_just_now_gives_the_lag(
 
 
 async def test_history_table_has_one_row_per_run_with_the_size_delta(
-    upstream: FakeUpstream, runner: MirrorRunner
+    upstream: FakeUpstream, mirrored: MirrorRunner
 ) -> None:
-    seed(upstream)
-    await runner.sync()
-    runner.clock.now += 86_400
+    mirrored.clock.now += 86_400
     upstream.remove_project("gamma")
-    await runner.sync()
-    with runner.state() as state:
+    await mirrored.sync()
+    with mirrored.state() as state:
         runs = state.runs()
         assert state.runs(limit=1) == runs[-1:]
     lines = render_history(runs).splitlines()
@@ -157,37 +149,33 @@ async def test_history_table_has_one_row_per_run_with_the_size_delta(
 
 
 async def test_counters_follow_commits_and_removals_without_summing_rows(
-    upstream: FakeUpstream, runner: MirrorRunner
+    upstream: FakeUpstream, mirrored: MirrorRunner
 ) -> None:
-    seed(upstream)
-    await runner.sync()
     upstream.add_release("alpha", "2.0")
     upstream.remove_project("beta")
-    await runner.sync()
-    with runner.state() as state:
+    await mirrored.sync()
+    with mirrored.state() as state:
         assert state.totals() == state.recount_totals()
-        assert state.totals().bytes == disk_bytes(runner)
+        assert state.totals().bytes == disk_bytes(mirrored)
 
 
-async def test_recount_finds_and_fixes_drift(upstream: FakeUpstream, runner: MirrorRunner) -> None:
-    seed(upstream)
-    await runner.sync()
-    with runner.state() as state:
+async def test_recount_finds_and_fixes_drift(mirrored: MirrorRunner) -> None:
+    with mirrored.state() as state:
         alpha = sorted(state.project_files(canonicalize_name("alpha")).values(), key=str)
         beta = next(iter(state.project_files(canonicalize_name("beta")).values()))
         honest = state.totals()
         state.set_totals(Totals(projects=99, files=honest.files, bytes=honest.bytes + 5))
     wheel = next(f for f in alpha if f.metadata_size is not None)
-    (runner.web / beta.path).unlink()
-    (runner.web / f"{wheel.path}.metadata").write_bytes(b"tampered")
-    stray = runner.web / "packages" / "zz" / "stray.whl"
+    (mirrored.web / beta.path).unlink()
+    (mirrored.web / f"{wheel.path}.metadata").write_bytes(b"tampered")
+    stray = mirrored.web / "packages" / "zz" / "stray.whl"
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"x")
 
-    with runner.state() as state:
-        report = recount_store(state, runner.web)
+    with mirrored.state() as state:
+        report = recount_store(state, mirrored.web)
         assert state.totals() == honest, "the counters are fixed"
-        again = recount_store(state, runner.web)
+        again = recount_store(state, mirrored.web)
     assert report.counters_drifted
     assert report.counted == Totals(projects=99, files=honest.files, bytes=honest.bytes + 5)
     assert report.recounted == honest
@@ -195,7 +183,7 @@ async def test_recount_finds_and_fixes_drift(upstream: FakeUpstream, runner: Mir
     assert report.wrong_size == (f"{wheel.path}.metadata",)
     assert report.stray == ("packages/zz/stray.whl",)
     assert report.disk_files == honest.files - 1
-    assert report.disk_bytes == disk_bytes(runner) - 1
+    assert report.disk_bytes == disk_bytes(mirrored) - 1
     text = render_recount(report)
     assert "counters drifted and were fixed: 99 -> 3 projects" in text
     assert f"missing: 1\n  {beta.path}\n" in text
@@ -205,26 +193,18 @@ async def test_recount_finds_and_fixes_drift(upstream: FakeUpstream, runner: Mir
     assert "counters match the project rows" in render_recount(again)
 
 
-async def test_recount_of_a_clean_mirror_reports_no_drift(
-    upstream: FakeUpstream, runner: MirrorRunner
-) -> None:
-    seed(upstream)
-    await runner.sync()
-    with runner.state() as state:
-        report = recount_store(state, runner.web)
+async def test_recount_of_a_clean_mirror_reports_no_drift(mirrored: MirrorRunner) -> None:
+    with mirrored.state() as state:
+        report = recount_store(state, mirrored.web)
     assert not report.counters_drifted
     assert not report.disk_drifted
     assert render_recount(report).endswith("the disk matches the state\n")
 
 
-async def test_recount_ignores_files_waiting_for_garbage_collection(
-    upstream: FakeUpstream, runner: MirrorRunner
-) -> None:
-    seed(upstream)
-    await runner.sync()
-    with runner.state() as state:
+async def test_recount_ignores_files_waiting_for_garbage_collection(mirrored: MirrorRunner) -> None:
+    with mirrored.state() as state:
         garbage = state.remove_project(canonicalize_name("beta"))
-        report = recount_store(state, runner.web)
+        report = recount_store(state, mirrored.web)
     assert garbage
     assert report.stray == ()
 
@@ -291,12 +271,10 @@ def test_record_run_adds_to_the_downloaded_total(tmp_path: Path) -> None:
 
 
 async def test_run_status_renders_text_json_history_and_recount(
-    upstream: FakeUpstream, runner: MirrorRunner
+    upstream: FakeUpstream, mirrored: MirrorRunner
 ) -> None:
-    seed(upstream)
-    await runner.sync()
     config = Config(
-        directory=runner.directory, upstream_url=upstream.base_url, allow_non_https=True
+        directory=mirrored.directory, upstream_url=upstream.base_url, allow_non_https=True
     )
     text = await run_status(config, history=True, recount=True)
     assert text.startswith(f"mirror serial:    {upstream.serial}\n")
@@ -333,26 +311,20 @@ def test_cli_status_exit_codes_for_bad_config_and_missing_store(tmp_path: Path) 
     assert main(["status", "-c", str(path)]) == 4
 
 
-async def test_run_status_plain_text_has_no_history_or_audit(
-    upstream: FakeUpstream, runner: MirrorRunner
-) -> None:
-    seed(upstream)
-    await runner.sync()
-    text = await run_status(Config(directory=runner.directory))
+async def test_run_status_plain_text_has_no_history_or_audit(mirrored: MirrorRunner) -> None:
+    text = await run_status(Config(directory=mirrored.directory))
     assert "\ndate " not in text
     assert "counters" not in text
     assert text.endswith(" project(s)\n")
 
 
 async def test_recount_pages_through_many_files(
-    upstream: FakeUpstream, runner: MirrorRunner, monkeypatch: pytest.MonkeyPatch
+    mirrored: MirrorRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seed(upstream)
-    await runner.sync()
     monkeypatch.setattr(state_module, "_PAGE_ROWS", 2)
-    with runner.state() as state:
+    with mirrored.state() as state:
         paths = [stored.path for stored in state.iter_files()]
-        report = recount_store(state, runner.web)
+        report = recount_store(state, mirrored.web)
     assert paths == sorted(paths)
     assert len(paths) == 4
     assert report.disk_files == 4
@@ -366,17 +338,15 @@ def test_recount_of_a_mirror_without_files_finds_nothing(tmp_path: Path) -> None
 
 
 async def test_recount_reports_an_unreadable_file_as_a_storage_error(
-    upstream: FakeUpstream, runner: MirrorRunner
+    mirrored: MirrorRunner,
 ) -> None:
-    seed(upstream)
-    await runner.sync()
-    with runner.state() as state:
+    with mirrored.state() as state:
         stored = next(state.iter_files())
         # A file where a directory should be: stat fails with ENOTDIR, not ENOENT.
-        parent = (runner.web / stored.path).parent
+        parent = (mirrored.web / stored.path).parent
         for child in parent.iterdir():
             child.unlink()
         parent.rmdir()
         parent.write_bytes(b"")
         with pytest.raises(StorageError, match="cannot read"):
-            recount_store(state, runner.web)
+            recount_store(state, mirrored.web)

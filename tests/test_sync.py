@@ -30,6 +30,14 @@ def seed(upstream: FakeUpstream) -> None:
     upstream.add_release("gamma", "2.0", wheel=False)
 
 
+@pytest.fixture
+async def mirrored(upstream: FakeUpstream, runner: MirrorRunner) -> MirrorRunner:
+    """A mirror after one sync of the seed projects."""
+    seed(upstream)
+    await runner.sync()
+    return runner
+
+
 async def test_first_sync_mirrors_everything_upstream_lists(
     upstream: FakeUpstream, runner: MirrorRunner
 ) -> None:
@@ -64,12 +72,10 @@ async def test_first_sync_mirrors_everything_upstream_lists(
 
 
 async def test_nothing_new_costs_one_changelog_call_and_no_downloads(
-    upstream: FakeUpstream, runner: MirrorRunner
+    upstream: FakeUpstream, mirrored: MirrorRunner
 ) -> None:
-    seed(upstream)
-    await runner.sync()
     upstream.request_log.clear()
-    report = await runner.sync()
+    report = await mirrored.sync()
     assert report.ok
     assert report.projects_synced == 0
     assert report.files_downloaded == 0
@@ -77,79 +83,73 @@ async def test_nothing_new_costs_one_changelog_call_and_no_downloads(
 
 
 async def test_each_kind_of_upstream_change_is_followed(
-    upstream: FakeUpstream, runner: MirrorRunner
+    upstream: FakeUpstream, mirrored: MirrorRunner
 ) -> None:
-    seed(upstream)
-    await runner.sync()
 
     upstream.add_release("Alpha", "2.0")
-    report = await runner.sync()
+    report = await mirrored.sync()
     assert report.projects_synced == 1
     assert report.files_downloaded == 2, "sdist and wheel; the .metadata comes from the wheel"
-    await assert_matches_upstream(runner.directory, upstream)
+    await assert_matches_upstream(mirrored.directory, upstream)
 
     upstream.remove_file("Alpha", "alpha-1.0.tar.gz")
-    report = await runner.sync()
+    report = await mirrored.sync()
     assert report.files_deleted == 1
-    assert "alpha-1.0.tar.gz" not in files_on_disk(runner.directory)
-    await assert_matches_upstream(runner.directory, upstream)
+    assert "alpha-1.0.tar.gz" not in files_on_disk(mirrored.directory)
+    await assert_matches_upstream(mirrored.directory, upstream)
 
     upstream.remove_release("Alpha", "1.1")
-    await runner.sync()
-    assert not any("1.1" in name for name in files_on_disk(runner.directory))
-    await assert_matches_upstream(runner.directory, upstream)
+    await mirrored.sync()
+    assert not any("1.1" in name for name in files_on_disk(mirrored.directory))
+    await assert_matches_upstream(mirrored.directory, upstream)
 
     upstream.yank("beta.lib", "0.1", reason="broken <build>")
-    await runner.sync()
-    assert {f.yanked for f in published_files(runner.web, "beta-lib").values()} == {
+    await mirrored.sync()
+    assert {f.yanked for f in published_files(mirrored.web, "beta-lib").values()} == {
         "broken <build>"
     }
-    html = (runner.web / "simple" / "beta-lib" / "index.html").read_text()
+    html = (mirrored.web / "simple" / "beta-lib" / "index.html").read_text()
     assert 'data-yanked="broken &lt;build&gt;"' in html
-    await assert_matches_upstream(runner.directory, upstream)
+    await assert_matches_upstream(mirrored.directory, upstream)
 
     upstream.unyank("beta.lib", "0.1")
-    await runner.sync()
-    assert {f.yanked for f in published_files(runner.web, "beta-lib").values()} == {False}
-    assert "data-yanked" not in (runner.web / "simple" / "beta-lib" / "index.html").read_text()
+    await mirrored.sync()
+    assert {f.yanked for f in published_files(mirrored.web, "beta-lib").values()} == {False}
+    assert "data-yanked" not in (mirrored.web / "simple" / "beta-lib" / "index.html").read_text()
 
     upstream.yank("gamma", "2.0")
-    await runner.sync()
-    assert 'data-yanked=""' in (runner.web / "simple" / "gamma" / "index.html").read_text()
+    await mirrored.sync()
+    assert 'data-yanked=""' in (mirrored.web / "simple" / "gamma" / "index.html").read_text()
 
     upstream.add_release("Delta", "0.0.1")
-    report = await runner.sync()
+    report = await mirrored.sync()
     assert report.projects_synced == 1
-    await assert_matches_upstream(runner.directory, upstream)
+    await assert_matches_upstream(mirrored.directory, upstream)
 
 
 async def test_a_project_removed_upstream_disappears_from_pages_and_disk(
-    upstream: FakeUpstream, runner: MirrorRunner
+    upstream: FakeUpstream, mirrored: MirrorRunner
 ) -> None:
-    seed(upstream)
-    await runner.sync()
     upstream.remove_project("gamma")
-    report = await runner.sync()
+    report = await mirrored.sync()
     assert report.projects_removed == 1
-    assert not (runner.web / "simple" / "gamma").exists()
-    assert not any(name.startswith("gamma") for name in files_on_disk(runner.directory))
-    root = (runner.web / "simple" / "index.html").read_text()
+    assert not (mirrored.web / "simple" / "gamma").exists()
+    assert not any(name.startswith("gamma") for name in files_on_disk(mirrored.directory))
+    root = (mirrored.web / "simple" / "index.html").read_text()
     assert "gamma" not in root
-    await assert_matches_upstream(runner.directory, upstream)
-    with runner.state() as state:
+    await assert_matches_upstream(mirrored.directory, upstream)
+    with mirrored.state() as state:
         assert state.project(canonicalize_name("gamma")) is None
 
 
 async def test_a_project_recreated_after_removal_starts_afresh(
-    upstream: FakeUpstream, runner: MirrorRunner
+    upstream: FakeUpstream, mirrored: MirrorRunner
 ) -> None:
-    seed(upstream)
-    await runner.sync()
     upstream.remove_project("gamma")
     upstream.add_release("Gamma", "3.0")
-    await runner.sync()
-    await assert_matches_upstream(runner.directory, upstream)
-    assert set(published_files(runner.web, "gamma")) == {
+    await mirrored.sync()
+    await assert_matches_upstream(mirrored.directory, upstream)
+    assert set(published_files(mirrored.web, "gamma")) == {
         "gamma-3.0.tar.gz",
         "gamma-3.0-py3-none-any.whl",
     }
@@ -289,14 +289,12 @@ async def test_an_interrupted_sync_resumes_without_downloading_again(
 
 
 async def test_files_already_on_disk_are_adopted_after_hashing(
-    upstream: FakeUpstream, runner: MirrorRunner, tmp_path: Path
+    upstream: FakeUpstream, mirrored: MirrorRunner, tmp_path: Path
 ) -> None:
     """A tree from an earlier mirror (or a run killed before its commit) is reused."""
-    seed(upstream)
-    await runner.sync()
     other = MirrorRunner(upstream=upstream, directory=tmp_path / "copy")
     (other.directory).mkdir()
-    (other.directory / "web").symlink_to(runner.web, target_is_directory=True)
+    (other.directory / "web").symlink_to(mirrored.web, target_is_directory=True)
     report = await other.sync()
     assert report.ok
     assert report.files_downloaded == 0
@@ -430,13 +428,11 @@ async def test_a_wrong_file_at_the_target_path_is_replaced_not_adopted(
 
 
 async def test_files_left_by_a_run_killed_before_deleting_are_collected(
-    upstream: FakeUpstream, runner: MirrorRunner
+    mirrored: MirrorRunner,
 ) -> None:
-    seed(upstream)
-    await runner.sync()
     # What a run killed between its commit and the unlinks leaves: the commit moved
     # the sdist to the garbage table, the file is still on disk.
-    with runner.state() as state:
+    with mirrored.state() as state:
         files = state.project_files(canonicalize_name("gamma"))
         garbage = state.commit_project(
             name=canonicalize_name("gamma"),
@@ -446,11 +442,11 @@ async def test_files_left_by_a_run_killed_before_deleting_are_collected(
             keep=set(),
         )
     assert sorted(garbage) == sorted(files)
-    report = await runner.sync()
+    report = await mirrored.sync()
     assert report.files_deleted == len(files)
     for path in files:
-        assert not (runner.web / path).exists()
-    with runner.state() as state:
+        assert not (mirrored.web / path).exists()
+    with mirrored.state() as state:
         assert state.garbage() == []
 
 

@@ -67,11 +67,22 @@ def relative(runner: MirrorRunner, path: Path) -> str:
     return path.relative_to(runner.web).as_posix()
 
 
-def resync_with(runner: MirrorRunner) -> object:
+async def repair(
+    runner: MirrorRunner, *, delete_orphans: bool = False, dry_run: bool = False
+) -> VerifyOutcome:
+    """``verify --repair`` of the mirror, re-syncing through ``runner``."""
+
     async def resync(names: Sequence[NormalizedName]) -> SyncReport:
         return await runner.sync(list(names))
 
-    return resync
+    return await verify(
+        runner.directory,
+        formats=BOTH,
+        repair=True,
+        delete_orphans=delete_orphans,
+        dry_run=dry_run,
+        resync=resync,
+    )
 
 
 def edit_json(path: Path, change: object) -> None:
@@ -127,14 +138,7 @@ async def test_missing_corrupt_orphan_and_temp_files_are_reported_and_repaired(
     assert by_path[relative(mirrored, sdist)].detail.startswith("5 bytes on disk, ")
     assert relative(mirrored, metadata) in by_path
 
-    dry = await verify(
-        mirrored.directory,
-        formats=BOTH,
-        repair=True,
-        delete_orphans=True,
-        dry_run=True,
-        resync=resync_with(mirrored),  # type: ignore[arg-type]
-    )
+    dry = await repair(mirrored, delete_orphans=True, dry_run=True)
     assert not dry.ok
     assert dry.plan.resync == ("alpha", "beta", "gamma")
     assert len(dry.plan.forget) == 3
@@ -146,13 +150,7 @@ async def test_missing_corrupt_orphan_and_temp_files_are_reported_and_repaired(
     assert temp.exists()
     assert "would forget 3 file(s), re-sync 3 project(s), delete 3 file(s)" in summary_line(dry)
 
-    fixed = await verify(
-        mirrored.directory,
-        formats=BOTH,
-        repair=True,
-        delete_orphans=True,
-        resync=resync_with(mirrored),  # type: ignore[arg-type]
-    )
+    fixed = await repair(mirrored, delete_orphans=True)
     assert fixed.ok, fixed.remaining
     assert fixed.deleted == 3
     assert fixed.sync is not None
@@ -228,12 +226,7 @@ async def test_pages_that_disagree_with_the_state_are_reported_and_rewritten(
     assert "https://elsewhere.example/x.whl" in details
     assert "../../../outside/x.whl" in details
 
-    fixed = await verify(
-        mirrored.directory,
-        formats=BOTH,
-        repair=True,
-        resync=resync_with(mirrored),  # type: ignore[arg-type]
-    )
+    fixed = await repair(mirrored)
     assert fixed.ok
     assert fixed.plan.rewrite_root
     assert fixed.plan.resync == ("alpha", "beta", "gamma", "ghost", "phantom")
@@ -302,12 +295,7 @@ async def test_a_missing_or_broken_root_index_is_reported_and_rewritten(
         ("bad-page", "simple/index.html"),
         ("no-pages", "simple/index.v1_json"),
     ]
-    fixed = await verify(
-        mirrored.directory,
-        formats=BOTH,
-        repair=True,
-        resync=resync_with(mirrored),  # type: ignore[arg-type]
-    )
+    fixed = await repair(mirrored)
     assert fixed.ok
     assert fixed.plan.resync == ()
     assert fixed.plan.rewrite_root
