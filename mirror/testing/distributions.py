@@ -50,7 +50,16 @@ def core_metadata(
 def payload(name: str, version: str, size_bytes: int) -> bytes:
     """``size_bytes`` of incompressible but reproducible filler, so benchmark files
     really are as large as asked for, whatever compression the archive uses."""
-    return random.Random(f"{name}=={version}").randbytes(size_bytes)  # noqa: S311  # filler, not crypto
+    generator = random.Random(f"{name}=={version}")  # noqa: S311  # filler, not crypto
+    # In pieces: randbytes cannot make more than 256 MiB at once (its bit count must
+    # fit a C int).
+    return b"".join(
+        generator.randbytes(min(_PAYLOAD_PIECE_BYTES, size_bytes - start))
+        for start in range(0, size_bytes, _PAYLOAD_PIECE_BYTES)
+    )
+
+
+_PAYLOAD_PIECE_BYTES = 64 << 20
 
 
 def make_wheel(
