@@ -37,6 +37,11 @@ from packaging.utils import NormalizedName
 from mirror.errors import StateError
 from mirror.models import PackagePath, Serial
 
+UNFINISHED_META_KEY = "run_unfinished"
+"""State meta key set (non-empty) while a run is under way and cleared once it has
+written the root index and collected its garbage; found set, the last run was killed
+(or failed) part-way, or ``mirror verify --repair`` asks for the root index again."""
+
 logger = logging.getLogger(__name__)
 
 STATE_NAME = "mirror.db"

@@ -36,8 +36,7 @@ from typing import TextIO
 import aiohttp
 from packaging.utils import canonicalize_name
 
-from mirror.state import STATE_NAME, StateStore
-from mirror.sync import UNFINISHED_META_KEY
+from mirror.state import STATE_NAME, UNFINISHED_META_KEY, StateStore
 from mirror.testing.distributions import make_sdist, make_wheel
 from mirror.testing.upstream import FakeUpstream
 from mirror.verify import SAFETY_KINDS, WEB_DIR, Problem, check_mirror
