@@ -47,8 +47,15 @@ from mirror.simple import (
     render_root_html,
     render_root_json,
 )
-from mirror.state import ProjectRow, RunRecord, StateStore, StoredFile, TodoItem
-from mirror.storage import Storage, StoredBlob
+from mirror.state import (
+    UNFINISHED_META_KEY,
+    ProjectRow,
+    RunRecord,
+    StateStore,
+    StoredFile,
+    TodoItem,
+)
+from mirror.storage import Derivation, Storage, StoredBlob
 from mirror.upstream import Upstream
 from mirror.wheels import wheel_metadata
 
@@ -63,10 +70,6 @@ _MAX_CLOSURE_ROUNDS = 20
 FILTERS_META_KEY = "filters_fingerprint"
 """State meta key holding :attr:`FilterSet.fingerprint` of the last reconciled run."""
 
-UNFINISHED_META_KEY = "run_unfinished"
-"""State meta key set (non-empty) while a run is under way and cleared once it has
-written the root index and collected its garbage; found set, the last run was killed
-(or failed) part-way, or ``mirror verify --repair`` asks for the root index again."""
 
 MAX_UNSIZED_FILE_BYTES = 64 * 1024 * 1024
 """Largest download whose size upstream does not advertise (a PEP 658 ``.metadata``
@@ -581,13 +584,20 @@ class Syncer:
         stored, wanted = await asyncio.to_thread(files_to_fetch)
         if not wanted:
             return stored, await asyncio.to_thread(state.project, detail.name)
+        # One look at the disk for every file not recorded as it is upstream: a
+        # matching file already there (a run killed after the rename but before
+        # recording it, or an existing bandersnatch tree) is adopted, and temps a
+        # killed download left are removed, as nothing else would ever find them.
+        missing = [f for f in wanted if not _recorded(f, stored.get(f.path))]
+        found = await self._storage.adopt_all([(f.path, f.sha256, f.size) for f in missing])
+        adopted = {f.path: blob for f, blob in zip(missing, found, strict=True)}
         errors: list[MirrorError] = []
         records: list[StoredFile] = []
 
         async def fetch(dist: DistFile) -> None:
             try:
                 record, metadata_error = await self._fetch_file(
-                    detail.name, dist, stored.get(dist.path), tally
+                    detail.name, dist, stored.get(dist.path), adopted.get(dist.path), tally
                 )
             except MirrorError as exc:
                 logger.warning("%s: %s", dist.filename, exc)
@@ -621,30 +631,47 @@ class Syncer:
         return recorded
 
     async def _fetch_file(
-        self, project: NormalizedName, dist: DistFile, known: StoredFile | None, tally: _Tally
+        self,
+        project: NormalizedName,
+        dist: DistFile,
+        known: StoredFile | None,
+        adopted: StoredBlob | None,
+        tally: _Tally,
     ) -> tuple[StoredFile, MirrorError | None]:
         """Bring one file (and its ``.metadata``) onto the disk, verified; return its
         row to record and the sidecar's error, if only the sidecar failed (the file
-        itself is then recorded, so that the next run fetches the sidecar alone)."""
+        itself is then recorded, so that the next run fetches the sidecar alone).
+        ``adopted``: the file found on disk already (its directory is then swept)."""
         async with self._download_slots:
-            swept = False
-            if known is not None and known.sha256 == dist.sha256:
+            derivable = dist.core_metadata_sha256 is not None and dist.filename.endswith(".whl")
+            swept = not _recorded(dist, known)
+            if not swept:
+                assert known is not None
                 blob = StoredBlob(sha256=known.sha256, size=known.size)
+            elif adopted is not None:
+                blob = adopted
             else:
-                # One look at the directory: a matching file already there (a run
-                # killed after the rename but before recording it, or an existing
-                # bandersnatch tree) is adopted, and temps a killed download left are
-                # removed, as nothing else would ever find them.
-                adopted = await self._storage.adopt(dist.path, sha256=dist.sha256, size=dist.size)
-                swept = True
-                blob = adopted or await self._download(
-                    dist.path, dist.url, dist.sha256, dist.size, tally, sweep=False
+                # A wheel's .metadata is written from the wheel in the same step when
+                # its METADATA hashes to the advertised sha256: no second request.
+                derivation = None
+                if derivable:
+                    assert dist.core_metadata_sha256 is not None
+                    derivation = self._derivation(dist, dist.core_metadata_sha256)
+                blob = await self._download(
+                    dist.path, dist.url, dist.sha256, dist.size, tally, derivation=derivation
                 )
+                derivable = False
             metadata: StoredBlob | None = None
             metadata_error: MirrorError | None = None
             if dist.core_metadata:
                 try:
-                    metadata = await self._fetch_metadata(dist, tally, swept=swept)
+                    if blob.derived is not None:
+                        tally.files_derived += 1
+                        metadata = blob.derived
+                    else:
+                        metadata = await self._fetch_metadata(
+                            dist, tally, derive=derivable, swept=swept
+                        )
                 except MirrorError as exc:
                     metadata_error = exc
         record = StoredFile(
@@ -658,22 +685,30 @@ class Syncer:
         )
         return record, metadata_error
 
-    async def _fetch_metadata(self, dist: DistFile, tally: _Tally, *, swept: bool) -> StoredBlob:
+    @staticmethod
+    def _derivation(dist: DistFile, sha256: str) -> Derivation:
+        return Derivation(
+            relative=dist.metadata_path,
+            derive=functools.partial(
+                wheel_metadata, filename=dist.filename, max_bytes=MAX_UNSIZED_FILE_BYTES
+            ),
+            sha256=sha256,
+        )
+
+    async def _fetch_metadata(
+        self, dist: DistFile, tally: _Tally, *, derive: bool, swept: bool
+    ) -> StoredBlob:
         """The file's PEP 658 sidecar, verified on disk: taken from the wheel on disk
-        when its ``METADATA`` hashes to the advertised sha256 (no request), else
-        adopted from the disk or downloaded. ``swept``: the directory's stale temps
-        are already gone."""
+        (``derive``, when not tried yet) when its ``METADATA`` hashes to the advertised
+        sha256 (no request), else adopted from the disk or downloaded. ``swept``: the
+        directory's stale temps are already gone."""
         sha256 = dist.core_metadata_sha256
         path = dist.metadata_path
         if sha256 is not None:
-            if dist.filename.endswith(".whl"):
+            if derive:
+                derivation = self._derivation(dist, sha256)
                 derived = await self._storage.store_derived(
-                    path,
-                    source=dist.path,
-                    derive=functools.partial(
-                        wheel_metadata, filename=dist.filename, max_bytes=MAX_UNSIZED_FILE_BYTES
-                    ),
-                    sha256=sha256,
+                    path, source=dist.path, derive=derivation.derive, sha256=sha256
                 )
                 if derived is not None:
                     tally.files_derived += 1
@@ -681,8 +716,11 @@ class Syncer:
             adopted = await self._storage.adopt(path, sha256=sha256)
             if adopted is not None:
                 return adopted
-            swept = True
-        return await self._download(path, dist.metadata_url, sha256, None, tally, sweep=not swept)
+        elif not swept:
+            # A run killed mid-download left its temp file in this directory; nothing
+            # else would ever find it.
+            await self._storage.remove_stale_temps(posixpath.dirname(path))
+        return await self._download(path, dist.metadata_url, sha256, None, tally)
 
     async def _download(
         self,
@@ -692,17 +730,13 @@ class Syncer:
         size: int | None,
         tally: _Tally,
         *,
-        sweep: bool,
+        derivation: Derivation | None = None,
     ) -> StoredBlob:
-        if sweep:
-            # A run killed mid-download left its temp file in this directory; nothing
-            # else would ever find it.
-            await self._storage.remove_stale_temps(posixpath.dirname(path))
         limit = MAX_UNSIZED_FILE_BYTES if size is None else None
         blob = await self._upstream.download(
             url,
             lambda chunks: self._storage.store_stream(
-                path, chunks, sha256=sha256, size=size, max_size=limit
+                path, chunks, sha256=sha256, size=size, max_size=limit, derivation=derivation
             ),
         )
         tally.files_downloaded += 1
@@ -712,23 +746,22 @@ class Syncer:
 
     async def _write_project_pages(self, detail: ProjectDetail, display_name: str) -> None:
         base = f"simple/{detail.name}"
-        await self._storage.remove_stale_temps(base)
-        if self._options.keep_json:
-            await self._storage.remove_stale_temps(f"pypi/{detail.name}")
+        pages: list[tuple[str, bytes]] = []
         if "html" in self._options.formats:
             html = render_project_html(detail, display_name=display_name)
-            await self._storage.write_bytes(f"{base}/index.html", html)
-            await self._storage.write_bytes(f"{base}/index.v1_html", html)
+            pages += [(f"{base}/index.html", html), (f"{base}/index.v1_html", html)]
         if "json" in self._options.formats:
-            await self._storage.write_bytes(f"{base}/index.v1_json", render_project_json(detail))
+            pages.append((f"{base}/index.v1_json", render_project_json(detail)))
+        await self._storage.write_files(pages)
         if self._options.keep_json:
             try:
                 raw = await self._upstream.project_json_raw(detail.name)
             except ProjectNotFoundError:
                 # The JSON API 404s for a project without releases; its simple page exists.
+                await self._storage.remove_stale_temps(f"pypi/{detail.name}")
                 await self._storage.delete(f"pypi/{detail.name}/json")
             else:
-                await self._storage.write_bytes(f"pypi/{detail.name}/json", raw)
+                await self._storage.write_files([(f"pypi/{detail.name}/json", raw)])
 
     async def _remove_project(
         self, name: NormalizedName, tally: _Tally, *, why: str = "gone upstream"
@@ -785,14 +818,14 @@ class Syncer:
             ListedProject(name=row.name, display_name=row.display_name, serial=row.serial)
             for row in rows
         ]
-        await self._storage.remove_stale_temps("simple")
+        pages: list[tuple[str, bytes]] = []
         if "html" in self._options.formats:
             html = render_root_html(listed)
-            await self._storage.write_bytes("simple/index.html", html)
-            await self._storage.write_bytes("simple/index.v1_html", html)
+            pages += [("simple/index.html", html), ("simple/index.v1_html", html)]
         if "json" in self._options.formats:
             body = render_root_json(listed, serial=serial if serial is not None else Serial(0))
-            await self._storage.write_bytes("simple/index.v1_json", body)
+            pages.append(("simple/index.v1_json", body))
+        await self._storage.write_files(pages)
         logger.info("wrote the root index: %d project(s)", len(listed))
 
 
@@ -809,9 +842,15 @@ _DISK_FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 def _needs_fetch(dist: DistFile, known: StoredFile | None) -> bool:
-    if known is None or known.sha256 != dist.sha256:
+    if not _recorded(dist, known):
         return True
+    assert known is not None
     return dist.core_metadata and known.metadata_sha256 is None
+
+
+def _recorded(dist: DistFile, known: StoredFile | None) -> bool:
+    """Whether the state store holds ``dist`` itself as upstream has it."""
+    return known is not None and known.sha256 == dist.sha256
 
 
 def _published(detail: ProjectDetail, stored: dict[PackagePath, StoredFile]) -> ProjectDetail:

@@ -57,7 +57,6 @@ from mirror.errors import (
     XmlRpcFaultError,
 )
 from mirror.models import ChangelogEntry, ListedProject, ProjectDetail, Serial, project_name
-from mirror.storage import StoredBlob
 
 logger = logging.getLogger(__name__)
 
@@ -384,8 +383,8 @@ class Upstream:
     # --- files --------------------------------------------------------------------------
 
     async def download(
-        self, url: str, store: Callable[[AsyncIterator[bytes]], Awaitable[StoredBlob]]
-    ) -> StoredBlob:
+        self, url: str, store: Callable[[AsyncIterator[bytes]], Awaitable[_T]]
+    ) -> _T:
         """Stream ``url`` into ``store`` and return what it stored.
 
         The bytes are exactly upstream's (``Accept-Encoding: identity``, nothing
@@ -396,7 +395,7 @@ class Upstream:
         whatever else ``store`` raises.
         """
 
-        async def attempt(number: int) -> StoredBlob:
+        async def attempt(number: int) -> _T:
             headers = {"Accept-Encoding": "identity"}
             async with (
                 self._open("GET", url, headers=headers, auto_decompress=False) as response,

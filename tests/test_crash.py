@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
 from packaging.utils import canonicalize_name
 
-from mirror.storage import FileSystemStorage, Storage, StoredBlob
+from mirror.storage import Derivation, FileSystemStorage, Storage, StoredBlob
 from mirror.sync import SyncOptions, SyncReport
 from mirror.testing import FakeUpstream, make_sdist, make_wheel
 from mirror.testing.soak import (
@@ -70,20 +70,21 @@ def pausing_storage(
             sha256: str | None,
             size: int | None,
             max_size: int | None = None,
+            derivation: Derivation | None = None,
         ) -> StoredBlob:
             if mid_stream is not None and relative.endswith(mid_stream):
                 chunks = stall_after_a_mebibyte(chunks, pause)
             blob = await super().store_stream(
-                relative, chunks, sha256=sha256, size=size, max_size=max_size
+                relative, chunks, sha256=sha256, size=size, max_size=max_size, derivation=derivation
             )
             if after_store is not None and relative.endswith(after_store):
                 await pause.here()
             return blob
 
-        async def write_bytes(self, relative: str, data: bytes) -> None:
-            if relative == before_write:
+        async def write_files(self, files: Sequence[tuple[str, bytes]]) -> None:
+            if any(relative == before_write for relative, _ in files):
                 await pause.here()
-            await super().write_bytes(relative, data)
+            await super().write_files(files)
 
     return Pausing
 

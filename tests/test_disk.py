@@ -2,7 +2,7 @@
 
 The trouble is injected below the storage backend: ``mirror.storage.filesystem`` sees
 an ``os`` whose ``write`` fails with ENOSPC once a byte budget is spent, or a
-``tempfile`` whose ``mkstemp`` fails with EROFS, so the real write, cleanup and error
+``os`` whose ``open`` cannot create files (EROFS), so the real write, cleanup and error
 translation paths run. (A real 1 MiB tmpfs behaves the same; mounting one needs
 privileges CI may not have.)
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,9 +20,9 @@ from packaging.utils import NormalizedName
 
 from mirror.cli import EXIT_ERROR, main
 from mirror.errors import IntegrityError, StateError, StorageError
-from mirror.state import StateStore, StoredFile, TodoItem
+from mirror.state import UNFINISHED_META_KEY, StateStore, StoredFile, TodoItem
 from mirror.storage import filesystem
-from mirror.sync import UNFINISHED_META_KEY, is_disk_full_or_read_only
+from mirror.sync import is_disk_full_or_read_only
 from mirror.testing import FakeUpstream, make_sdist
 from mirror.verify import check_mirror
 from tests.harness import MirrorRunner
@@ -52,13 +51,15 @@ class FullDisk:
 
 
 class ReadOnly:
-    """A ``tempfile`` for the storage backend that cannot create files: EROFS."""
+    """An ``os`` for the storage backend that cannot create files: EROFS."""
 
     def __getattr__(self, name: str) -> object:
-        return getattr(tempfile, name)
+        return getattr(os, name)
 
-    def mkstemp(self, **kwargs: object) -> tuple[int, str]:
-        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    def open(self, path: object, flags: int, mode: int = 0o777) -> int:
+        if flags & os.O_CREAT:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return os.open(path, flags, mode)  # type: ignore[arg-type]
 
 
 def seed(upstream: FakeUpstream, count: int = 5) -> None:
@@ -125,7 +126,7 @@ async def test_a_read_only_file_system_fails_cleanly_and_the_next_run_recovers(
     upstream: FakeUpstream, runner: MirrorRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seed(upstream)
-    monkeypatch.setattr(filesystem, "tempfile", ReadOnly())
+    monkeypatch.setattr(filesystem, "os", ReadOnly())
     with pytest.raises(StorageError, match="read-only file system"):
         await runner.sync()
     assert [p for p in runner.web.rglob("*") if p.is_file()] == [], "nothing was written"
@@ -133,7 +134,7 @@ async def test_a_read_only_file_system_fails_cleanly_and_the_next_run_recovers(
         assert state.failures() == []
         assert state.totals().files == 0
 
-    monkeypatch.setattr(filesystem, "tempfile", tempfile)
+    monkeypatch.setattr(filesystem, "os", os)
     assert (await runner.sync()).ok
     await assert_matches_upstream(runner.directory, upstream)
 

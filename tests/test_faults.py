@@ -14,7 +14,7 @@ import random
 import time
 import xmlrpc.client
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -278,11 +278,12 @@ class CheckingStorage(FileSystemStorage):
                 paths.add(f"{path}.metadata")
         return paths
 
-    async def write_bytes(self, relative: str, data: bytes) -> None:
-        parts = relative.split("/")
-        if parts[0] == "simple" and parts[-1] == "index.v1_json" and len(parts) == 3:
-            self.linked[parts[1]] = self._links(data, parts[1])
-        await super().write_bytes(relative, data)
+    async def write_files(self, files: Sequence[tuple[str, bytes]]) -> None:
+        for relative, data in files:
+            parts = relative.split("/")
+            if parts[0] == "simple" and parts[-1] == "index.v1_json" and len(parts) == 3:
+                self.linked[parts[1]] = self._links(data, parts[1])
+        await super().write_files(files)
 
     async def delete(self, relative: str) -> None:
         for project, paths in self.linked.items():

@@ -17,7 +17,7 @@ import pytest
 
 from mirror.errors import IntegrityError, StorageError, UnsafePathError
 from mirror.storage import FileSystemStorage, Storage, StoredBlob
-from mirror.storage.filesystem import _in_thread, _LiveTemps, _TempFile
+from mirror.storage.filesystem import _Durability, _in_thread, _LiveTemps, _TempFile
 
 MIB = 1 << 20
 WHEEL = "packages/ab/cd/ef0123/demo-1.0-py3-none-any.whl"
@@ -684,7 +684,9 @@ def test_discard_reports_a_temp_it_cannot_remove_without_raising(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """It runs while another error is on its way up; that error must not be masked."""
-    temp = _TempFile(tmp_path / "f.whl", label="f.whl", live=_LiveTemps())
+    temp = _TempFile(
+        tmp_path / "f.whl", label="f.whl", live=_LiveTemps(), durability=_Durability(tmp_path)
+    )
     temp.write(b"x")
     (path,) = temps(tmp_path)
     path.unlink()

@@ -11,7 +11,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from mirror.errors import StorageError
-from mirror.storage import FileSystemStorage, StoredBlob
+from mirror.storage import Derivation, FileSystemStorage, StoredBlob
 from mirror.sync import SyncOptions
 from mirror.testing import FakeUpstream, make_wheel
 from tests.harness import MirrorRunner
@@ -179,11 +179,12 @@ class FailingStorage(FileSystemStorage):
         sha256: str | None,
         size: int | None,
         max_size: int | None = None,
+        derivation: Derivation | None = None,
     ) -> StoredBlob:
         if "poison" in relative:
             raise StorageError(f"{relative}: injected failure")
         return await super().store_stream(
-            relative, chunks, sha256=sha256, size=size, max_size=max_size
+            relative, chunks, sha256=sha256, size=size, max_size=max_size, derivation=derivation
         )
 
 
@@ -253,9 +254,10 @@ class InterruptingStorage(FileSystemStorage):
         sha256: str | None,
         size: int | None,
         max_size: int | None = None,
+        derivation: Derivation | None = None,
     ) -> StoredBlob:
         blob = await super().store_stream(
-            relative, chunks, sha256=sha256, size=size, max_size=max_size
+            relative, chunks, sha256=sha256, size=size, max_size=max_size, derivation=derivation
         )
         type(self).stored += 1
         if type(self).stored == self.limit and self.task is not None:

@@ -15,7 +15,7 @@ Paths are relative POSIX paths under the web root (``packages/ab/cd/ef.../f.whl`
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -26,6 +26,21 @@ class StoredBlob:
 
     sha256: str
     size: int
+    derived: StoredBlob | None = None
+    """The sidecar a :class:`Derivation` wrote from these bytes in the same step; None
+    when none was asked for or what it derived did not match."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Derivation:
+    """A sidecar to write from a file being stored, in the same step (e.g. a wheel's
+    ``.metadata`` read from the wheel): ``derive`` reads the stored file and returns
+    the sidecar's bytes (or None), which are written to ``relative`` only when they
+    hash to ``sha256``."""
+
+    relative: str
+    derive: Callable[[BinaryIO], bytes | None]
+    sha256: str
 
 
 class Storage(Protocol):
@@ -43,14 +58,22 @@ class Storage(Protocol):
         sha256: str | None,
         size: int | None,
         max_size: int | None = None,
+        derivation: Derivation | None = None,
     ) -> StoredBlob:
         """Store the streamed bytes at ``relative`` once they match ``size`` and
         ``sha256`` (each checked when given); ``max_size`` bounds a file of unknown
-        size. Raises IntegrityError on a mismatch, leaving the target untouched."""
+        size. Raises IntegrityError on a mismatch, leaving the target untouched.
+        With a ``derivation``, its sidecar is written right after (see
+        :attr:`StoredBlob.derived`)."""
         ...
 
     async def write_bytes(self, relative: str, data: bytes) -> None:
         """Replace ``relative`` with ``data`` atomically (pages, small files)."""
+        ...
+
+    async def write_files(self, files: Sequence[tuple[str, bytes]]) -> None:
+        """Replace each ``(relative, data)`` atomically, in order, in one step, after
+        removing the temps a killed run left in their directories (a project's pages)."""
         ...
 
     async def read_bytes(self, relative: str) -> bytes:
@@ -81,6 +104,12 @@ class Storage(Protocol):
         already there when its sha256 (and size, when given) match, else None."""
         ...
 
+    async def adopt_all(
+        self, wanted: Sequence[tuple[str, str, int | None]]
+    ) -> list[StoredBlob | None]:
+        """:meth:`adopt` for each ``(relative, sha256, size)``, in one step."""
+        ...
+
     async def store_derived(
         self,
         relative: str,
@@ -103,4 +132,4 @@ class Storage(Protocol):
 # must have defined them by then.
 from mirror.storage.filesystem import FileSystemStorage  # noqa: E402
 
-__all__ = ["FileSystemStorage", "Storage", "StoredBlob"]
+__all__ = ["Derivation", "FileSystemStorage", "Storage", "StoredBlob"]

@@ -23,22 +23,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import functools
 import hashlib
 import logging
 import os
+import random
 import re
 import shutil
-import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from mirror.errors import IntegrityError, StorageError, UnsafePathError
-from mirror.storage import StoredBlob
+from mirror.storage import Derivation, StoredBlob
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +87,7 @@ class FileSystemStorage:
     def __init__(self, web_root: Path) -> None:
         self._web_root = Path(web_root).absolute()
         self._live = _LiveTemps()
+        self._durability = _Durability(self._web_root)
 
     @property
     def web_root(self) -> Path:
@@ -115,6 +119,7 @@ class FileSystemStorage:
         sha256: str | None,
         size: int | None,
         max_size: int | None = None,
+        derivation: Derivation | None = None,
     ) -> StoredBlob:
         """Stream ``chunks`` to ``relative``, replacing it only once they are verified.
 
@@ -129,12 +134,17 @@ class FileSystemStorage:
         cancellation arriving while the last thread finishes, the directory fsync
         failing): then the target holds the new, verified bytes.
 
+        With a ``derivation``, the same thread step then writes its sidecar from the
+        stored file, as :meth:`store_derived` would, and the result carries it in
+        ``derived``.
+
         Disk failures raise StorageError; an exception from ``chunks`` (a network
         error, ``TimeoutError`` included) propagates unchanged, never as a
         StorageError. The caller owns ``chunks`` (closing it is theirs).
         """
         target = self.path_of(relative)
-        temp = _TempFile(target, label=relative, live=self._live)
+        temp = _TempFile(target, label=relative, live=self._live, durability=self._durability)
+        sidecar = None if derivation is None else self._sidecar(derivation)
         buffer = bytearray()
         received = 0
         # At most one thread works on the temp at a time; the next batch is gathered
@@ -154,7 +164,7 @@ class FileSystemStorage:
             if writing is not None:
                 await _disk_result("store", target, writing)
             committing = _start_thread(
-                functools.partial(temp.commit, buffer, sha256=sha256, size=size)
+                functools.partial(_commit_deriving, temp, buffer, sha256, size, sidecar)
             )
             blob = await _disk_result("store", target, committing)
         except BaseException:
@@ -172,12 +182,47 @@ class FileSystemStorage:
     async def write_bytes(self, relative: str, data: bytes) -> None:
         """Replace ``relative`` with ``data`` atomically (temp, fsync, rename, fsync
         of the directory), creating parent directories. Raises StorageError."""
-        target = self.path_of(relative)
-        temp = _TempFile(target, label=relative, live=self._live)
-        try:
-            await _in_thread(functools.partial(temp.commit, data, sha256=None, size=None))
-        except OSError as exc:
-            raise _storage_error("write", target, exc) from exc
+        await self.write_files([(relative, data)])
+
+    async def write_files(self, files: Sequence[tuple[str, bytes]]) -> None:
+        """Replace each ``(relative, data)`` in order, each atomically as
+        :meth:`write_bytes` does, in a single thread step that first removes the stale
+        temps in their directories; each directory is fsynced once, after its
+        renames. Raises StorageError naming the first file the disk refused (those
+        before it are written)."""
+        temps = [
+            _TempFile(
+                self.path_of(relative), label=relative, live=self._live, durability=self._durability
+            )
+            for relative, _ in files
+        ]
+        directories = list(dict.fromkeys(temp.target.parent for temp in temps))
+
+        def write_all() -> int:
+            removed = 0
+            for directory in directories:
+                try:
+                    removed += self._live.remove_stale(directory)
+                except NotADirectoryError:
+                    # A file in the way: the write below fails, naming it.
+                    continue
+                except OSError as exc:
+                    raise _storage_error("clean", directory, exc) from exc
+            for temp, (_, data) in zip(temps, files, strict=True):
+                try:
+                    temp.commit(data, sha256=None, size=None, sync_directory=False)
+                except OSError as exc:
+                    raise _storage_error("write", temp.target, exc) from exc
+            for directory in directories:
+                try:
+                    self._durability.directory(directory)
+                except OSError as exc:
+                    raise _storage_error("write", directory, exc) from exc
+            return removed
+
+        removed = await _in_thread(write_all)
+        if removed:
+            logger.info("removed %d stale temporary file(s) beside %s", removed, files[0][0])
 
     async def read_bytes(self, relative: str) -> bytes:
         """Return the bytes of ``relative``. Raises StorageError (also when missing)."""
@@ -269,6 +314,42 @@ class FileSystemStorage:
             logger.debug("adopted %s already on disk", relative)
         return blob
 
+    async def adopt_all(
+        self, wanted: Sequence[tuple[str, str, int | None]]
+    ) -> list[StoredBlob | None]:
+        """:meth:`adopt` for each ``(relative, sha256, size)``, in one thread step (a
+        project's files before their downloads). Raises StorageError."""
+        targets = [self.path_of(relative) for relative, _, _ in wanted]
+
+        def adopt_each() -> list[tuple[int, StoredBlob | None]]:
+            found = []
+            for target, (_, sha256, size) in zip(targets, wanted, strict=True):
+                try:
+                    found.append(self._live.adopt(target, sha256=sha256.lower(), size=size))
+                except OSError as exc:
+                    raise _storage_error("inspect", target, exc) from exc
+            return found
+
+        results = await _in_thread(adopt_each)
+        for target, (removed, blob) in zip(targets, results, strict=True):
+            if removed:
+                logger.info("removed %d stale temporary file(s) in %s", removed, target.parent)
+            if blob is not None:
+                logger.debug("adopted %s already on disk", target)
+        return [blob for _, blob in results]
+
+    def _sidecar(self, derivation: Derivation) -> _Sidecar:
+        return _Sidecar(
+            temp=_TempFile(
+                self.path_of(derivation.relative),
+                label=derivation.relative,
+                live=self._live,
+                durability=self._durability,
+            ),
+            derive=derivation.derive,
+            sha256=derivation.sha256.lower(),
+        )
+
     async def store_derived(
         self,
         relative: str,
@@ -283,21 +364,12 @@ class FileSystemStorage:
         nothing (returns None) or the bytes hash to anything else: the caller then
         fetches them instead. One thread hop. Raises StorageError (also when
         ``source`` is missing)."""
-        target = self.path_of(relative)
         origin = self.path_of(source)
-        temp = _TempFile(target, label=relative, live=self._live)
-
-        def derive_and_store() -> StoredBlob | None:
-            with origin.open("rb") as file:
-                data = derive(file)
-            if data is None or hashlib.sha256(data).hexdigest() != sha256.lower():
-                return None
-            return temp.commit(data, sha256=sha256, size=len(data))
-
+        sidecar = self._sidecar(Derivation(relative=relative, derive=derive, sha256=sha256))
         try:
-            return await _in_thread(derive_and_store)
+            return await _in_thread(functools.partial(sidecar.store_from, origin))
         except OSError as exc:
-            raise _storage_error("store", target, exc) from exc
+            raise _storage_error("store", sidecar.temp.target, exc) from exc
 
     async def hash_file(self, relative: str) -> StoredBlob:
         """Return the sha256 and size of the file ``relative``, read in 1 MiB blocks
@@ -339,17 +411,12 @@ class _LiveTemps:
         stem = os.fsencode(target.name)[:_TEMP_NAME_KEEP_BYTES].decode(errors="ignore")
         with self._lock:
             try:
-                fd, name = tempfile.mkstemp(
-                    prefix=f".{stem}.", suffix=TEMP_SUFFIX, dir=target.parent
-                )
+                fd, path = _create_temp(target.parent, stem)
             except FileNotFoundError:
                 # Most targets land in a directory that does not exist yet (paths are
                 # content addressed): try first, and create on demand.
                 _make_directories(target.parent)
-                fd, name = tempfile.mkstemp(
-                    prefix=f".{stem}.", suffix=TEMP_SUFFIX, dir=target.parent
-                )
-            path = Path(name)
+                fd, path = _create_temp(target.parent, stem)
             self._paths.add(path)
         return fd, path
 
@@ -425,14 +492,27 @@ class _TempFile:
     a small payload costs a single thread hop (``commit`` alone).
     """
 
-    def __init__(self, target: Path, *, label: str, live: _LiveTemps) -> None:
+    def __init__(
+        self, target: Path, *, label: str, live: _LiveTemps, durability: _Durability
+    ) -> None:
         self._target = target
         self._label = label
         self._live = live
+        self._durability = durability
         self._fd: int | None = None
         self._path: Path | None = None
         self._digest = hashlib.sha256()
         self._size = 0
+
+    @property
+    def target(self) -> Path:
+        """The file the temp replaces."""
+        return self._target
+
+    @property
+    def durability(self) -> _Durability:
+        """How its writes are made durable."""
+        return self._durability
 
     def write(self, data: bytes | bytearray) -> None:
         """Append ``data``, creating the temp (and the target's parents) on first use."""
@@ -445,9 +525,16 @@ class _TempFile:
         self._size += len(data)
 
     def commit(
-        self, data: bytes | bytearray, *, sha256: str | None, size: int | None
+        self,
+        data: bytes | bytearray,
+        *,
+        sha256: str | None,
+        size: int | None,
+        sync_directory: bool = True,
     ) -> StoredBlob:
-        """Append the last ``data``, verify, and atomically replace the target.
+        """Append the last ``data``, verify, and atomically replace the target; then
+        fsync its directory unless the caller does that (``sync_directory=False``,
+        for several renames in one directory).
 
         Raises IntegrityError on a size or sha256 mismatch, OSError when the disk
         refuses; either way the temp is discarded first.
@@ -457,9 +544,9 @@ class _TempFile:
             got = self._verify(sha256=sha256, size=size)
             assert self._fd is not None
             assert self._path is not None
-            # mkstemp makes 0600; the web server must be able to read the file.
+            # The web server must be able to read the file, whatever the umask.
             os.fchmod(self._fd, FILE_MODE)
-            os.fsync(self._fd)
+            self._durability.file(self._fd)
             os.close(self._fd)
             self._fd = None
             self._path.replace(self._target)
@@ -468,7 +555,8 @@ class _TempFile:
         except BaseException:
             self.discard()
             raise
-        _fsync_directory(self._target.parent)
+        if sync_directory:
+            self._durability.directory(self._target.parent)
         return StoredBlob(sha256=got, size=self._size)
 
     def _verify(self, *, sha256: str | None, size: int | None) -> str:
@@ -497,6 +585,139 @@ class _TempFile:
             self._path = None
 
 
+class _Durability:
+    """Makes landed bytes and renames survive a power cut before anyone relies on them.
+
+    Where Linux's ``syncfs`` can be called, by group commit: a thread that needs its
+    writes durable waits for one ``syncfs`` of the web root's file system that started
+    after them; threads asking at the same time share it. One ``syncfs`` then stands
+    for the fsyncs of many files and directories: on a virtual disk, where each flush
+    costs a round trip to the host, this is most of the cost of a small file. The file
+    system's writeback errors since the web root was opened are reported (Linux 5.8
+    and later). Elsewhere each file and directory is fsynced on its own.
+    """
+
+    def __init__(self, web_root: Path) -> None:
+        self._web_root = web_root
+        self._syncfs = _syncfs_function()
+        self._root_fd: int | None = None
+        self._lock = threading.Lock()
+        self._finished_flush = threading.Condition(self._lock)
+        self._started = 0
+        self._finished = 0
+        self._running = False
+        self._failed: dict[int, OSError] = {}
+
+    def file(self, fd: int) -> None:
+        """Make the data written to ``fd`` durable."""
+        if self._syncfs is None:
+            os.fsync(fd)
+        else:
+            self._flush(self._syncfs)
+
+    def directory(self, directory: Path) -> None:
+        """Make a rename (or creation) in ``directory`` durable."""
+        if self._syncfs is None:
+            _fsync_directory(directory)
+        else:
+            self._flush(self._syncfs)
+
+    def _flush(self, syncfs: Callable[[int], None]) -> None:
+        with self._lock:
+            # Only a flush that starts from now on is sure to cover our writes.
+            needed = self._started + 1
+            while self._finished < needed:
+                if self._running:
+                    self._finished_flush.wait()
+                    continue
+                self._running = True
+                self._started += 1
+                mine = self._started
+                self._lock.release()
+                try:
+                    syncfs(self._open_root())
+                except OSError as exc:
+                    self._failed[mine] = exc
+                finally:
+                    self._lock.acquire()
+                    self._running = False
+                    self._finished = mine
+                    self._finished_flush.notify_all()
+            failure = self._failed.get(needed)
+        if failure is not None:
+            raise OSError(failure.errno, failure.strerror)
+
+    def _open_root(self) -> int:
+        # Opened once, before the first flush and kept open: syncfs reports the
+        # writeback errors seen since its file descriptor was opened.
+        if self._root_fd is None:
+            fd = os.open(self._web_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._root_fd = fd
+            weakref.finalize(self, os.close, fd)
+        return self._root_fd
+
+
+def _syncfs_function() -> Callable[[int], None] | None:
+    """Linux's ``syncfs(2)`` through ctypes (the os module has only ``sync``, for
+    every file system), or None where libc has none."""
+    try:
+        import ctypes  # noqa: PLC0415  # only where the storage is used
+
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (ImportError, OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+
+    def syncfs(fd: int) -> None:
+        if function(fd) != 0:
+            number = ctypes.get_errno()
+            raise OSError(number, os.strerror(number))
+
+    return syncfs
+
+
+@dataclass(frozen=True, slots=True)
+class _Sidecar:
+    """A :class:`~mirror.storage.Derivation` bound to its temp file."""
+
+    temp: _TempFile
+    derive: Callable[[BinaryIO], bytes | None]
+    sha256: str
+
+    def store_from(self, origin: Path, *, sync_directory: bool = True) -> StoredBlob | None:
+        """Derive the sidecar's bytes from ``origin`` and commit them when they hash
+        to ``sha256``; None (nothing written) otherwise."""
+        with origin.open("rb") as file:
+            data = self.derive(file)
+        if data is None or hashlib.sha256(data).hexdigest() != self.sha256:
+            return None
+        return self.temp.commit(
+            data, sha256=self.sha256, size=len(data), sync_directory=sync_directory
+        )
+
+
+def _commit_deriving(
+    temp: _TempFile,
+    data: bytes | bytearray,
+    sha256: str | None,
+    size: int | None,
+    sidecar: _Sidecar | None,
+) -> StoredBlob:
+    """Commit ``temp``, then write ``sidecar`` from it; one directory fsync when both
+    land in the same directory (a wheel and its ``.metadata``)."""
+    if sidecar is None:
+        return temp.commit(data, sha256=sha256, size=size)
+    same_directory = sidecar.temp.target.parent == temp.target.parent
+    blob = temp.commit(data, sha256=sha256, size=size, sync_directory=not same_directory)
+    try:
+        derived = sidecar.store_from(temp.target)
+    finally:
+        if same_directory:
+            temp.durability.directory(temp.target.parent)
+    return dataclasses.replace(blob, derived=derived)
+
+
 def _check_not_too_long(
     relative: str, received: int, *, size: int | None, max_size: int | None
 ) -> None:
@@ -507,6 +728,24 @@ def _check_not_too_long(
         raise IntegrityError(
             f"{relative}: larger than the {max_size}-byte limit (got at least {received})"
         )
+
+
+def _create_temp(directory: Path, stem: str) -> tuple[int, Path]:
+    """Create a new, empty ``.<stem>.<random>.part`` in ``directory`` (mode
+    :data:`FILE_MODE` as the umask allows) and return its fd and path."""
+    for _ in range(100):
+        path = directory / f".{stem}.{_random.getrandbits(48):012x}{TEMP_SUFFIX}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        except FileExistsError:
+            continue
+        return fd, path
+    # 100 collisions of 48 random bits: something else is creating these names.
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(directory))
+
+
+# Temp names only need to differ (O_EXCL guards the rest), not be unpredictable.
+_random = random.Random()  # noqa: S311
 
 
 def _is_temp_name(name: str) -> bool:
