@@ -30,7 +30,14 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from mirror.models import ChangelogEntry, ProjectDetail, Serial, package_path_from_url
-from mirror.testing import FakeUpstream, generate_corpus, make_sdist, make_wheel, negotiate
+from mirror.testing import (
+    FakeUpstream,
+    distributions,
+    generate_corpus,
+    make_sdist,
+    make_wheel,
+    negotiate,
+)
 from mirror.testing.__main__ import ServeOptions, main, serve
 from mirror.testing.corpus import wheel_tag
 
@@ -737,6 +744,16 @@ def test_make_wheel_takes_modules_tags_and_payloads() -> None:
     with zipfile.ZipFile(io.BytesIO(wheel)) as archive:
         assert archive.read("app.py") == b"X = 1\n"
         assert len(archive.read("app/_payload.bin")) == 4096
+
+
+def test_payloads_of_any_size_are_reproducible(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Built in pieces (randbytes makes at most 256 MiB at once); small pieces here.
+    monkeypatch.setattr(distributions, "_PAYLOAD_PIECE_BYTES", 1000)
+    data = distributions.payload("app", "1.0", 2500)
+    assert len(data) == 2500
+    assert data == distributions.payload("app", "1.0", 2500)
+    assert data != distributions.payload("app", "1.1", 2500)
+    assert len({data[i : i + 1000] for i in range(0, 2500, 1000)}) == 3
 
 
 def test_make_sdist_builds_a_reproducible_tarball_with_pkg_info() -> None:

@@ -4,6 +4,7 @@ unsafe paths and disk errors, all on real files in a temp directory."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
@@ -16,8 +17,8 @@ from typing import BinaryIO
 import pytest
 
 from mirror.errors import IntegrityError, StorageError, UnsafePathError
-from mirror.storage import FileSystemStorage, Storage, StoredBlob
-from mirror.storage.filesystem import _Durability, _in_thread, _LiveTemps, _TempFile
+from mirror.storage import Derivation, FileSystemStorage, Storage, StoredBlob, filesystem
+from mirror.storage.filesystem import _in_thread, _LiveTemps, _TempFile
 
 MIB = 1 << 20
 WHEEL = "packages/ab/cd/ef0123/demo-1.0-py3-none-any.whl"
@@ -684,9 +685,7 @@ def test_discard_reports_a_temp_it_cannot_remove_without_raising(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """It runs while another error is on its way up; that error must not be masked."""
-    temp = _TempFile(
-        tmp_path / "f.whl", label="f.whl", live=_LiveTemps(), durability=_Durability(tmp_path)
-    )
+    temp = _TempFile(tmp_path / "f.whl", label="f.whl", live=_LiveTemps())
     temp.write(b"x")
     (path,) = temps(tmp_path)
     path.unlink()
@@ -754,3 +753,185 @@ async def test_store_derived_writes_nothing_when_the_bytes_differ_or_are_absent(
     assert temps(web) == []
     with pytest.raises(StorageError):
         await storage.store_derived(target, source=f"{WHEEL}x", derive=read, sha256=sha(b""))
+
+
+# --- one step for several files ---------------------------------------------------------
+
+
+def upper(file: BinaryIO) -> bytes | None:
+    return file.read().upper()
+
+
+async def test_store_stream_writes_a_derivation_from_the_stored_file(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    sidecar = f"{WHEEL}.metadata"
+    derivation = Derivation(relative=sidecar, derive=upper, sha256=sha(b"WHEEL").upper())
+    blob = await storage.store_stream(
+        WHEEL, stream(b"wh", b"eel"), sha256=sha(b"wheel"), size=5, derivation=derivation
+    )
+    assert blob.derived == StoredBlob(sha256=sha(b"WHEEL"), size=5)
+    assert (web / sidecar).read_bytes() == b"WHEEL"
+    assert mode(web / sidecar) == 0o644
+    assert temps(web) == []
+
+
+async def test_store_stream_writes_no_derivation_that_does_not_match(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    sidecar = f"{WHEEL}.metadata"
+    for derive, expected in ((upper, sha(b"something else")), (lambda _: None, sha(b""))):
+        derivation = Derivation(relative=sidecar, derive=derive, sha256=expected)
+        blob = await storage.store_stream(
+            WHEEL, stream(b"wheel"), sha256=sha(b"wheel"), size=5, derivation=derivation
+        )
+        assert blob == StoredBlob(sha256=sha(b"wheel"), size=5)
+        assert blob.derived is None
+        assert (web / WHEEL).read_bytes() == b"wheel", "the file itself lands all the same"
+        assert not (web / sidecar).exists()
+    assert temps(web) == []
+
+
+async def test_store_stream_derives_nothing_when_the_file_itself_is_refused(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    derivation = Derivation(relative=f"{WHEEL}.metadata", derive=upper, sha256=sha(b"WHEEL"))
+    with pytest.raises(IntegrityError):
+        await storage.store_stream(
+            WHEEL, stream(b"wheeL"), sha256=sha(b"wheel"), size=5, derivation=derivation
+        )
+    assert not (web / WHEEL).exists()
+    assert not (web / f"{WHEEL}.metadata").exists()
+    assert temps(web) == []
+
+
+async def test_store_stream_derivation_may_land_in_another_directory(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    derivation = Derivation(relative="elsewhere/demo.txt", derive=upper, sha256=sha(b"WHEEL"))
+    blob = await storage.store_stream(
+        WHEEL, stream(b"wheel"), sha256=None, size=None, derivation=derivation
+    )
+    assert blob.derived is not None
+    assert (web / "elsewhere/demo.txt").read_bytes() == b"WHEEL"
+
+
+async def test_write_files_replaces_each_file_and_sweeps_their_directories(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    old = put(web / "simple/demo/index.html", b"old")
+    stale = put(web / "simple/demo/.index.html.0123.part", b"left by a killed run")
+    other_stale = put(web / "pypi/demo/.json.0123.part", b"left by a killed run")
+    await storage.write_files(
+        [
+            ("simple/demo/index.html", b"<html>"),
+            ("simple/demo/index.v1_json", b"{}"),
+            ("pypi/demo/json", b"{ }"),
+        ]
+    )
+    assert old.read_bytes() == b"<html>"
+    assert (web / "simple/demo/index.v1_json").read_bytes() == b"{}"
+    assert (web / "pypi/demo/json").read_bytes() == b"{ }"
+    assert mode(web / "pypi/demo/json") == 0o644
+    assert not stale.exists()
+    assert not other_stale.exists()
+    assert temps(web) == []
+
+
+async def test_write_files_names_the_file_the_disk_refused(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / "simple/blocked", b"a file where a directory should be")
+    with pytest.raises(StorageError, match=r"simple/blocked/index\.html"):
+        await storage.write_files(
+            [("simple/first/index.html", b"1"), ("simple/blocked/index.html", b"2")]
+        )
+    assert (web / "simple/first/index.html").read_bytes() == b"1", "those before it land"
+    assert temps(web) == []
+
+
+async def test_write_files_of_nothing_writes_nothing(storage: FileSystemStorage, web: Path) -> None:
+    await storage.write_files([])
+    assert not web.exists()
+
+
+async def test_adopt_all_answers_for_each_file_and_sweeps_each_directory(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    other = "packages/12/34/5678/other-1.0.tar.gz"
+    put(web / WHEEL, b"wheel bytes")
+    stale = put(web / "packages/12/34/5678/.other-1.0.tar.gz.0123.part", b"half")
+    found = await storage.adopt_all(
+        [
+            (WHEEL, sha(b"wheel bytes"), 11),
+            (other, sha(b"other"), None),
+            ("packages/ff/ff/none/missing.whl", sha(b""), 0),
+        ]
+    )
+    assert found == [StoredBlob(sha256=sha(b"wheel bytes"), size=11), None, None]
+    assert not stale.exists()
+    assert await storage.adopt_all([]) == []
+
+
+async def test_adopt_all_raises_storage_error_when_a_directory_cannot_be_read(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    directory = (web / WHEEL).parent
+    directory.parent.mkdir(parents=True)
+    directory.symlink_to(directory.name)  # a loop: ELOOP, even for root
+    with pytest.raises(StorageError, match="cannot inspect"):
+        await storage.adopt_all([(WHEEL, sha(b"wheel bytes"), 11)])
+
+
+async def test_write_files_reports_a_directory_it_cannot_sweep(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    (web / "simple").mkdir(parents=True)
+    (web / "simple/demo").symlink_to("demo")  # a loop: ELOOP, even for root
+    with pytest.raises(StorageError, match="cannot clean"):
+        await storage.write_files([("simple/demo/index.html", b"<html>")])
+
+
+async def test_write_files_reports_a_directory_fsync_the_disk_refused(
+    storage: FileSystemStorage, web: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(directory: Path) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(filesystem, "_fsync_directory", refuse)
+    with pytest.raises(StorageError, match=r"cannot write .*simple/demo: Input/output error"):
+        await storage.write_files([("simple/demo/index.html", b"<html>")])
+    assert temps(web) == []
+
+
+class Repeating:
+    """A random source that answers ``values`` in turn, then the last one forever."""
+
+    def __init__(self, *values: int) -> None:
+        self.values = list(values)
+
+    def getrandbits(self, bits: int) -> int:
+        return self.values.pop(0) if len(self.values) > 1 else self.values[0]
+
+
+async def test_temp_names_that_are_taken_are_skipped(
+    storage: FileSystemStorage, web: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken = put(web / "simple/demo" / f".index.html.{0:012x}.part", b"someone else's")
+    monkeypatch.setattr(storage, "_live", NoSweep())
+    monkeypatch.setattr(filesystem, "_random", Repeating(0, 1))
+    await storage.write_files([("simple/demo/index.html", b"<html>")])
+    assert (web / "simple/demo/index.html").read_bytes() == b"<html>"
+    assert taken.read_bytes() == b"someone else's", "never opened"
+
+    # Only taken names: give up with a clear error rather than loop forever.
+    monkeypatch.setattr(filesystem, "_random", Repeating(0))
+    with pytest.raises(StorageError, match="no unused temporary file name"):
+        await storage.write_files([("simple/demo/index.html", b"<html>")])
+
+
+class NoSweep(_LiveTemps):
+    """Live temps that leave stale ones alone (so a planted temp stays in the way)."""
+
+    def remove_stale(self, directory: Path) -> int:
+        return 0

@@ -33,7 +33,6 @@ import random
 import re
 import shutil
 import threading
-import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -87,7 +86,6 @@ class FileSystemStorage:
     def __init__(self, web_root: Path) -> None:
         self._web_root = Path(web_root).absolute()
         self._live = _LiveTemps()
-        self._durability = _Durability(self._web_root)
 
     @property
     def web_root(self) -> Path:
@@ -143,7 +141,7 @@ class FileSystemStorage:
         StorageError. The caller owns ``chunks`` (closing it is theirs).
         """
         target = self.path_of(relative)
-        temp = _TempFile(target, label=relative, live=self._live, durability=self._durability)
+        temp = _TempFile(target, label=relative, live=self._live)
         sidecar = None if derivation is None else self._sidecar(derivation)
         buffer = bytearray()
         received = 0
@@ -191,9 +189,7 @@ class FileSystemStorage:
         renames. Raises StorageError naming the first file the disk refused (those
         before it are written)."""
         temps = [
-            _TempFile(
-                self.path_of(relative), label=relative, live=self._live, durability=self._durability
-            )
+            _TempFile(self.path_of(relative), label=relative, live=self._live)
             for relative, _ in files
         ]
         directories = list(dict.fromkeys(temp.target.parent for temp in temps))
@@ -215,7 +211,7 @@ class FileSystemStorage:
                     raise _storage_error("write", temp.target, exc) from exc
             for directory in directories:
                 try:
-                    self._durability.directory(directory)
+                    _fsync_directory(directory)
                 except OSError as exc:
                     raise _storage_error("write", directory, exc) from exc
             return removed
@@ -341,10 +337,7 @@ class FileSystemStorage:
     def _sidecar(self, derivation: Derivation) -> _Sidecar:
         return _Sidecar(
             temp=_TempFile(
-                self.path_of(derivation.relative),
-                label=derivation.relative,
-                live=self._live,
-                durability=self._durability,
+                self.path_of(derivation.relative), label=derivation.relative, live=self._live
             ),
             derive=derivation.derive,
             sha256=derivation.sha256.lower(),
@@ -492,13 +485,10 @@ class _TempFile:
     a small payload costs a single thread hop (``commit`` alone).
     """
 
-    def __init__(
-        self, target: Path, *, label: str, live: _LiveTemps, durability: _Durability
-    ) -> None:
+    def __init__(self, target: Path, *, label: str, live: _LiveTemps) -> None:
         self._target = target
         self._label = label
         self._live = live
-        self._durability = durability
         self._fd: int | None = None
         self._path: Path | None = None
         self._digest = hashlib.sha256()
@@ -508,11 +498,6 @@ class _TempFile:
     def target(self) -> Path:
         """The file the temp replaces."""
         return self._target
-
-    @property
-    def durability(self) -> _Durability:
-        """How its writes are made durable."""
-        return self._durability
 
     def write(self, data: bytes | bytearray) -> None:
         """Append ``data``, creating the temp (and the target's parents) on first use."""
@@ -546,7 +531,7 @@ class _TempFile:
             assert self._path is not None
             # The web server must be able to read the file, whatever the umask.
             os.fchmod(self._fd, FILE_MODE)
-            self._durability.file(self._fd)
+            os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
             self._path.replace(self._target)
@@ -556,7 +541,7 @@ class _TempFile:
             self.discard()
             raise
         if sync_directory:
-            self._durability.directory(self._target.parent)
+            _fsync_directory(self._target.parent)
         return StoredBlob(sha256=got, size=self._size)
 
     def _verify(self, *, sha256: str | None, size: int | None) -> str:
@@ -583,98 +568,6 @@ class _TempFile:
                 logger.warning("cannot remove temporary file %s: %s", self._path, exc)
             self._live.forget(self._path)
             self._path = None
-
-
-class _Durability:
-    """Makes landed bytes and renames survive a power cut before anyone relies on them.
-
-    Where Linux's ``syncfs`` can be called, by group commit: a thread that needs its
-    writes durable waits for one ``syncfs`` of the web root's file system that started
-    after them; threads asking at the same time share it. One ``syncfs`` then stands
-    for the fsyncs of many files and directories: on a virtual disk, where each flush
-    costs a round trip to the host, this is most of the cost of a small file. The file
-    system's writeback errors since the web root was opened are reported (Linux 5.8
-    and later). Elsewhere each file and directory is fsynced on its own.
-    """
-
-    def __init__(self, web_root: Path) -> None:
-        self._web_root = web_root
-        self._syncfs = _syncfs_function()
-        self._root_fd: int | None = None
-        self._lock = threading.Lock()
-        self._finished_flush = threading.Condition(self._lock)
-        self._started = 0
-        self._finished = 0
-        self._running = False
-        self._failed: dict[int, OSError] = {}
-
-    def file(self, fd: int) -> None:
-        """Make the data written to ``fd`` durable."""
-        if self._syncfs is None:
-            os.fsync(fd)
-        else:
-            self._flush(self._syncfs)
-
-    def directory(self, directory: Path) -> None:
-        """Make a rename (or creation) in ``directory`` durable."""
-        if self._syncfs is None:
-            _fsync_directory(directory)
-        else:
-            self._flush(self._syncfs)
-
-    def _flush(self, syncfs: Callable[[int], None]) -> None:
-        with self._lock:
-            # Only a flush that starts from now on is sure to cover our writes.
-            needed = self._started + 1
-            while self._finished < needed:
-                if self._running:
-                    self._finished_flush.wait()
-                    continue
-                self._running = True
-                self._started += 1
-                mine = self._started
-                self._lock.release()
-                try:
-                    syncfs(self._open_root())
-                except OSError as exc:
-                    self._failed[mine] = exc
-                finally:
-                    self._lock.acquire()
-                    self._running = False
-                    self._finished = mine
-                    self._finished_flush.notify_all()
-            failure = self._failed.get(needed)
-        if failure is not None:
-            raise OSError(failure.errno, failure.strerror)
-
-    def _open_root(self) -> int:
-        # Opened once, before the first flush and kept open: syncfs reports the
-        # writeback errors seen since its file descriptor was opened.
-        if self._root_fd is None:
-            fd = os.open(self._web_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            self._root_fd = fd
-            weakref.finalize(self, os.close, fd)
-        return self._root_fd
-
-
-def _syncfs_function() -> Callable[[int], None] | None:
-    """Linux's ``syncfs(2)`` through ctypes (the os module has only ``sync``, for
-    every file system), or None where libc has none."""
-    try:
-        import ctypes  # noqa: PLC0415  # only where the storage is used
-
-        function = ctypes.CDLL(None, use_errno=True).syncfs
-    except (ImportError, OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int]
-    function.restype = ctypes.c_int
-
-    def syncfs(fd: int) -> None:
-        if function(fd) != 0:
-            number = ctypes.get_errno()
-            raise OSError(number, os.strerror(number))
-
-    return syncfs
 
 
 @dataclass(frozen=True, slots=True)
@@ -714,7 +607,7 @@ def _commit_deriving(
         derived = sidecar.store_from(temp.target)
     finally:
         if same_directory:
-            temp.durability.directory(temp.target.parent)
+            _fsync_directory(temp.target.parent)
     return dataclasses.replace(blob, derived=derived)
 
 
