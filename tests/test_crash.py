@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from mirror.storage import Derivation, FileSystemStorage, Storage, StoredBlob
+from mirror.storage import Storage, StoredBlob
 from mirror.sync import SyncOptions, SyncReport
 from mirror.testing import FakeUpstream, make_sdist, make_wheel
 from mirror.testing.soak import (
@@ -34,6 +34,7 @@ from mirror.testing.soak import main as soak_main
 from mirror.verify import SAFETY_KINDS, check_mirror
 from tests.harness import MirrorRunner
 from tests.mirrorcheck import assert_matches_upstream
+from tests.storagehooks import HookedStorage
 
 BOTH = frozenset({"html", "json"})
 BIG = 1_200_000  # more than one 1 MiB write: the temp is on disk mid-download
@@ -61,25 +62,17 @@ def pausing_storage(
     first MiB is on disk), after the file ``after_store`` has landed, or before
     writing the page ``before_write``."""
 
-    class Pausing(FileSystemStorage):
-        async def store_stream(
-            self,
-            relative: str,
-            chunks: AsyncIterator[bytes],
-            *,
-            sha256: str | None,
-            size: int | None,
-            max_size: int | None = None,
-            derivation: Derivation | None = None,
-        ) -> StoredBlob:
+    class Pausing(HookedStorage):
+        async def before_store(
+            self, relative: str, chunks: AsyncIterator[bytes]
+        ) -> AsyncIterator[bytes]:
             if mid_stream is not None and relative.endswith(mid_stream):
-                chunks = stall_after_a_mebibyte(chunks, pause)
-            blob = await super().store_stream(
-                relative, chunks, sha256=sha256, size=size, max_size=max_size, derivation=derivation
-            )
+                return stall_after_a_mebibyte(chunks, pause)
+            return chunks
+
+        async def after_store(self, relative: str, blob: StoredBlob) -> None:
             if after_store is not None and relative.endswith(after_store):
                 await pause.here()
-            return blob
 
         async def write_files(self, files: Sequence[tuple[str, bytes]]) -> None:
             if any(relative == before_write for relative, _ in files):

@@ -11,7 +11,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from mirror.errors import StorageError
-from mirror.storage import Derivation, FileSystemStorage, StoredBlob
+from mirror.storage import FileSystemStorage, StoredBlob
 from mirror.sync import SyncOptions
 from mirror.testing import FakeUpstream, make_wheel
 from tests.harness import MirrorRunner
@@ -21,6 +21,7 @@ from tests.mirrorcheck import (
     files_on_disk,
     published_files,
 )
+from tests.storagehooks import HookedStorage
 
 
 def seed(upstream: FakeUpstream) -> None:
@@ -168,24 +169,15 @@ async def test_explicit_projects_sync_only_those_and_leave_the_serial(
     assert_consistent(runner.directory)
 
 
-class FailingStorage(FileSystemStorage):
+class FailingStorage(HookedStorage):
     """A disk that refuses every file whose name contains ``poison``."""
 
-    async def store_stream(
-        self,
-        relative: str,
-        chunks: AsyncIterator[bytes],
-        *,
-        sha256: str | None,
-        size: int | None,
-        max_size: int | None = None,
-        derivation: Derivation | None = None,
-    ) -> StoredBlob:
+    async def before_store(
+        self, relative: str, chunks: AsyncIterator[bytes]
+    ) -> AsyncIterator[bytes]:
         if "poison" in relative:
             raise StorageError(f"{relative}: injected failure")
-        return await super().store_stream(
-            relative, chunks, sha256=sha256, size=size, max_size=max_size, derivation=derivation
-        )
+        return chunks
 
 
 async def test_a_failing_project_does_not_block_the_rest_or_the_serial(
@@ -239,30 +231,17 @@ async def test_a_failing_project_backs_off_exponentially(
     assert delays == [60, 120, 240]
 
 
-class InterruptingStorage(FileSystemStorage):
+class InterruptingStorage(HookedStorage):
     """Cancels the run once ``limit`` files have landed, like a SIGINT mid-sync."""
 
     limit = 4
     stored = 0
     task: asyncio.Task[object] | None = None
 
-    async def store_stream(
-        self,
-        relative: str,
-        chunks: AsyncIterator[bytes],
-        *,
-        sha256: str | None,
-        size: int | None,
-        max_size: int | None = None,
-        derivation: Derivation | None = None,
-    ) -> StoredBlob:
-        blob = await super().store_stream(
-            relative, chunks, sha256=sha256, size=size, max_size=max_size, derivation=derivation
-        )
+    async def after_store(self, relative: str, blob: StoredBlob) -> None:
         type(self).stored += 1
         if type(self).stored == self.limit and self.task is not None:
             self.task.cancel()
-        return blob
 
 
 async def test_an_interrupted_sync_resumes_without_downloading_again(

@@ -223,10 +223,7 @@ class FileSystemStorage:
     async def read_bytes(self, relative: str) -> bytes:
         """Return the bytes of ``relative``. Raises StorageError (also when missing)."""
         target = self.path_of(relative)
-        try:
-            return await _in_thread(target.read_bytes)
-        except OSError as exc:
-            raise _storage_error("read", target, exc) from exc
+        return await _on_disk("read", target, target.read_bytes)
 
     async def delete(self, relative: str) -> None:
         """Remove the file ``relative``; a missing file is fine.
@@ -241,10 +238,7 @@ class FileSystemStorage:
             target.unlink(missing_ok=True)
             self._prune_parents(relative)
 
-        try:
-            await _in_thread(delete_file)
-        except OSError as exc:
-            raise _storage_error("delete", target, exc) from exc
+        await _on_disk("delete", target, delete_file)
 
     async def delete_tree(self, relative: str) -> None:
         """Remove the directory ``relative`` and everything in it (e.g.
@@ -257,19 +251,13 @@ class FileSystemStorage:
                 shutil.rmtree(target)
             self._prune_parents(relative)
 
-        try:
-            await _in_thread(delete_directory)
-        except OSError as exc:
-            raise _storage_error("delete", target, exc) from exc
+        await _on_disk("delete", target, delete_directory)
 
     async def exists(self, relative: str) -> bool:
         """Whether ``relative`` exists (following symbolic links). Raises StorageError
         when the disk cannot tell (e.g. permission denied on a parent)."""
         target = self.path_of(relative)
-        try:
-            return await _in_thread(functools.partial(_exists, target))
-        except OSError as exc:
-            raise _storage_error("inspect", target, exc) from exc
+        return await _on_disk("inspect", target, functools.partial(_exists, target))
 
     async def remove_stale_temps(self, relative_dir: str) -> int:
         """Remove the ``.*.part`` temp files a killed run left in one directory
@@ -279,10 +267,9 @@ class FileSystemStorage:
         holds none. Raises StorageError.
         """
         directory = self._web_root if relative_dir == "" else self.path_of(relative_dir)
-        try:
-            removed = await _in_thread(functools.partial(self._live.remove_stale, directory))
-        except OSError as exc:
-            raise _storage_error("clean", directory, exc) from exc
+        removed = await _on_disk(
+            "clean", directory, functools.partial(self._live.remove_stale, directory)
+        )
         if removed:
             logger.info("removed %d stale temporary file(s) in %s", removed, directory)
         return removed
@@ -297,17 +284,7 @@ class FileSystemStorage:
         One thread hop and one directory read for a file about to be downloaded: a
         missing directory answers both questions at once. Raises StorageError.
         """
-        target = self.path_of(relative)
-        try:
-            removed, blob = await _in_thread(
-                functools.partial(self._live.adopt, target, sha256=sha256.lower(), size=size)
-            )
-        except OSError as exc:
-            raise _storage_error("inspect", target, exc) from exc
-        if removed:
-            logger.info("removed %d stale temporary file(s) in %s", removed, target.parent)
-        if blob is not None:
-            logger.debug("adopted %s already on disk", relative)
+        (blob,) = await self.adopt_all([(relative, sha256, size)])
         return blob
 
     async def adopt_all(
@@ -359,19 +336,15 @@ class FileSystemStorage:
         ``source`` is missing)."""
         origin = self.path_of(source)
         sidecar = self._sidecar(Derivation(relative=relative, derive=derive, sha256=sha256))
-        try:
-            return await _in_thread(functools.partial(sidecar.store_from, origin))
-        except OSError as exc:
-            raise _storage_error("store", sidecar.temp.target, exc) from exc
+        return await _on_disk(
+            "store", sidecar.temp.target, functools.partial(sidecar.store_from, origin)
+        )
 
     async def hash_file(self, relative: str) -> StoredBlob:
         """Return the sha256 and size of the file ``relative``, read in 1 MiB blocks
         in a worker thread. Raises StorageError (also when missing)."""
         target = self.path_of(relative)
-        try:
-            return await _in_thread(functools.partial(_hash_file, target))
-        except OSError as exc:
-            raise _storage_error("hash", target, exc) from exc
+        return await _on_disk("hash", target, functools.partial(_hash_file, target))
 
     def _prune_parents(self, relative: str) -> None:
         """Remove the now-empty directories between ``relative`` and its top-level
@@ -733,6 +706,15 @@ async def _disk_result(action: str, path: Path, future: asyncio.Future[_T]) -> _
     StorageError here, so only disk failures are translated, never the caller's."""
     try:
         return await asyncio.shield(future)
+    except OSError as exc:
+        raise _storage_error(action, path, exc) from exc
+
+
+async def _on_disk(action: str, path: Path, func: Callable[[], _T]) -> _T:
+    """:func:`_in_thread`, with an OSError turned into StorageError ("cannot
+    ``action`` ``path``: reason")."""
+    try:
+        return await _in_thread(func)
     except OSError as exc:
         raise _storage_error(action, path, exc) from exc
 
