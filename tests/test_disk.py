@@ -3,7 +3,8 @@
 The trouble is injected below the storage backend: ``mirror.storage.filesystem`` sees
 an ``os`` whose ``write`` fails with ENOSPC once a byte budget is spent, or a
 ``os`` whose ``open`` cannot create files (EROFS), so the real write, cleanup and error
-translation paths run. (A real 1 MiB tmpfs behaves the same; mounting one needs
+translation paths run (in this process: the fixture below keeps writes out of the
+writer processes). (A real 1 MiB tmpfs behaves the same; mounting one needs
 privileges CI may not have.)
 """
 
@@ -60,6 +61,13 @@ class ReadOnly:
         if flags & os.O_CREAT:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
         return os.open(path, flags, mode)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _in_process_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The faults are injected into this process's ``os``: keep every write here,
+    none in a writer process (those have their own, untouched ``os``)."""
+    monkeypatch.setattr(filesystem, "WRITER_BYTES", -1)
 
 
 def seed(upstream: FakeUpstream, count: int = 5) -> None:

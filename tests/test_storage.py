@@ -8,9 +8,12 @@ import errno
 import hashlib
 import logging
 import os
+import signal
 import stat
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -762,6 +765,10 @@ def upper(file: BinaryIO) -> bytes | None:
     return file.read().upper()
 
 
+def nothing(file: BinaryIO) -> bytes | None:
+    return None
+
+
 async def test_store_stream_writes_a_derivation_from_the_stored_file(
     storage: FileSystemStorage, web: Path
 ) -> None:
@@ -780,7 +787,7 @@ async def test_store_stream_writes_no_derivation_that_does_not_match(
     storage: FileSystemStorage, web: Path
 ) -> None:
     sidecar = f"{WHEEL}.metadata"
-    for derive, expected in ((upper, sha(b"something else")), (lambda _: None, sha(b""))):
+    for derive, expected in ((upper, sha(b"something else")), (nothing, sha(b""))):
         derivation = Derivation(relative=sidecar, derive=derive, sha256=expected)
         blob = await storage.store_stream(
             WHEEL, stream(b"wheel"), sha256=sha(b"wheel"), size=5, derivation=derivation
@@ -895,6 +902,8 @@ async def test_write_files_reports_a_directory_it_cannot_sweep(
 async def test_write_files_reports_a_directory_fsync_the_disk_refused(
     storage: FileSystemStorage, web: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(filesystem, "WRITER_BYTES", -1)  # the fault is in this process
+
     def refuse(directory: Path) -> None:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
@@ -917,6 +926,7 @@ class Repeating:
 async def test_temp_names_that_are_taken_are_skipped(
     storage: FileSystemStorage, web: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(filesystem, "WRITER_BYTES", -1)  # the fault is in this process
     taken = put(web / "simple/demo" / f".index.html.{0:012x}.part", b"someone else's")
     monkeypatch.setattr(storage, "_live", NoSweep())
     monkeypatch.setattr(filesystem, "_random", Repeating(0, 1))
@@ -935,3 +945,151 @@ class NoSweep(_LiveTemps):
 
     def remove_stale(self, directory: Path) -> int:
         return 0
+
+
+# --- writer processes ---------------------------------------------------------------
+
+
+def die(file: BinaryIO) -> bytes | None:
+    """A derivation that kills the writer process running it (as the OOM killer would)."""
+    os._exit(3)
+
+
+def slowly_upper(file: BinaryIO) -> bytes | None:
+    """A derivation that takes half a second, so a store can be cancelled mid-step."""
+    time.sleep(0.5)
+    return file.read().upper()
+
+
+async def test_small_files_and_pages_land_through_a_writer_process(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    derivation = Derivation(relative=f"{WHEEL}.metadata", derive=upper, sha256=sha(b"WHEEL"))
+    blob = await storage.store_stream(
+        WHEEL, stream(b"whe", b"el"), sha256=sha(b"wheel"), size=5, derivation=derivation
+    )
+    await storage.write_files([("simple/demo/index.html", b"<html>")])
+    assert blob == StoredBlob(
+        sha256=sha(b"wheel"), size=5, derived=StoredBlob(sha256=sha(b"WHEEL"), size=5)
+    )
+    assert (web / WHEEL).read_bytes() == b"wheel"
+    assert (web / f"{WHEEL}.metadata").read_bytes() == b"WHEEL"
+    assert (web / "simple/demo/index.html").read_bytes() == b"<html>"
+    assert filesystem._WRITER_POOL is not None, "the writes went to the writer processes"
+    assert temps(web) == []
+
+
+async def test_a_writer_process_refusal_names_the_file_and_the_reason(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / "packages/ab", b"a file where a directory belongs")
+    with pytest.raises(StorageError, match=r"cannot store .*/packages/ab/cd/.*: a parent is not"):
+        await storage.store_stream(WHEEL, stream(b"wheel"), sha256=sha(b"wheel"), size=5)
+    with pytest.raises(StorageError, match=r"cannot write .*/packages/ab/x: a parent is not"):
+        await storage.write_files([("packages/ab/x", b"page")])
+
+
+async def test_a_writer_process_refuses_bytes_that_do_not_match(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    with pytest.raises(IntegrityError, match="expected sha256"):
+        await storage.store_stream(WHEEL, stream(b"wheeL"), sha256=sha(b"wheel"), size=5)
+    with pytest.raises(IntegrityError, match="expected 5 bytes, got at least 6"):
+        await storage.store_stream(WHEEL, stream(b"whe", b"els"), sha256=None, size=5)
+    assert not (web / WHEEL).exists()
+    assert temps(web) == []
+
+
+async def test_a_writer_process_that_dies_fails_that_store_and_the_next_one_works(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    derivation = Derivation(relative=f"{WHEEL}.metadata", derive=die, sha256=sha(b"WHEEL"))
+    with pytest.raises(StorageError, match=r"cannot store .*: a disk writer process died"):
+        await storage.store_stream(
+            WHEEL, stream(b"wheel"), sha256=sha(b"wheel"), size=5, derivation=derivation
+        )
+    assert not (web / f"{WHEEL}.metadata").exists()
+    blob = await storage.store_stream(
+        "packages/other.whl", stream(b"other"), sha256=sha(b"other"), size=5
+    )
+    assert blob.size == 5
+    assert (web / "packages/other.whl").read_bytes() == b"other"
+
+
+async def test_a_cancelled_store_waits_for_its_writer_process(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    derivation = Derivation(relative=f"{WHEEL}.metadata", derive=slowly_upper, sha256=sha(b"WHEEL"))
+    task = asyncio.create_task(
+        storage.store_stream(
+            WHEEL, stream(b"wheel"), sha256=sha(b"wheel"), size=5, derivation=derivation
+        )
+    )
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The writer could not be stopped: by the time the cancellation is through, its
+    # step is finished, both files are whole and no temp is left to race a cleanup.
+    assert (web / WHEEL).read_bytes() == b"wheel"
+    assert (web / f"{WHEEL}.metadata").read_bytes() == b"WHEEL"
+    assert temps(web) == []
+
+
+async def test_large_writes_stay_in_this_process(
+    storage: FileSystemStorage, web: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_writer() -> None:
+        raise AssertionError("a large write went to a writer process")
+
+    monkeypatch.setattr(filesystem, "_writer_pool", no_writer)
+    big = b"x" * (filesystem.WRITER_BYTES + 1)
+    await storage.store_stream(WHEEL, stream(big), sha256=sha(big), size=len(big))
+    await storage.write_files([("simple/index.html", big)])
+    await storage.write_bytes("last-modified", b"20261124T00:00:00\n")
+    assert (web / WHEEL).stat().st_size == len(big)
+    assert (web / "simple/index.html").stat().st_size == len(big)
+    assert (web / "last-modified").read_bytes() == b"20261124T00:00:00\n"
+
+
+def test_writer_processes_leave_stop_signals_to_the_parent() -> None:
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        filesystem._ignore_stop_signals()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
+
+
+def test_the_writer_steps_work_in_this_process_too(web: Path) -> None:
+    # What a writer process runs, run here (coverage does not follow the writers).
+    derivation = Derivation(relative=f"{WHEEL}.metadata", derive=upper, sha256=sha(b"WHEEL"))
+    target = web / WHEEL
+    blob = filesystem._store_whole(
+        target,
+        label=WHEEL,
+        data=b"wheel",
+        sha256=sha(b"wheel"),
+        size=5,
+        sidecar=(web / f"{WHEEL}.metadata", derivation),
+    )
+    assert blob.derived == StoredBlob(sha256=sha(b"WHEEL"), size=5)
+    stale = put(web / "simple/demo/.index.html.0123.part", b"left by a killed run")
+    removed = filesystem._write_all([(web / "simple/demo/index.html", "x", b"<html>")], None)
+    assert removed == 1
+    assert not stale.exists()
+    assert (web / "simple/demo/index.html").read_bytes() == b"<html>"
+
+
+async def test_a_broken_pool_already_replaced_is_only_shut_down(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    await storage.write_files([("simple/demo/index.html", b"<html>")])
+    current = filesystem._WRITER_POOL
+    stale = ProcessPoolExecutor(max_workers=1)
+    filesystem._forget_broken_pool(stale)
+    assert filesystem._WRITER_POOL is current
+    with pytest.raises(RuntimeError, match="shutdown"):
+        stale.submit(print)
