@@ -207,14 +207,14 @@ class Bench:
         workdir: Path,
         results: Results,
         bandersnatch_script: Path | None,
-        bandersnatch_workers: int,
+        workers: int,
         drop_caches: bool = True,
     ) -> None:
         self.preset = preset
         self.workdir = workdir
         self.results = results
         self.script = bandersnatch_script
-        self.workers = bandersnatch_workers
+        self.workers = workers
         self.log = workdir / "bench.log"
         self.drop_caches = drop_caches
         self._large_stack = ExitStack()
@@ -244,7 +244,7 @@ class Bench:
         if not conf.exists():
             conf.write_text(
                 f"[mirror]\ndirectory = {directory}\nupstream = {upstream}\n"
-                "allow-non-https = true\n",
+                f"allow-non-https = true\nworkers = {self.workers}\n",
                 encoding="utf-8",
             )
         argv = [sys.executable, "-m", "mirror", "sync", "-c", str(conf), "-q"]
@@ -683,7 +683,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-bandersnatch", action="store_true", help="measure mirror only")
     parser.add_argument("--large-factor", type=float, help="override the large file size factor")
     parser.add_argument(
-        "--bandersnatch-workers", type=int, default=bandersnatch.DEFAULT_WORKERS, help="1-10"
+        "--workers",
+        type=int,
+        default=bandersnatch.DEFAULT_WORKERS,
+        help="projects in flight, for both tools (1-10)",
     )
     parser.add_argument(
         "--warm-cache",
@@ -716,7 +719,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout) -> int:
         workdir=workdir,
         results=results,
         bandersnatch_script=script,
-        bandersnatch_workers=args.bandersnatch_workers,
+        workers=args.workers,
         drop_caches=not args.warm_cache,
     )
     steps = {
