@@ -427,6 +427,16 @@ class Bench:
             correct=ours.exit_code == 0,
             note=f"{_verify_note(report, ours_bytes)}; {_cache_note(cold)}",
         )
+        cold = self.drop_caches and drop_page_cache()
+        argv = [sys.executable, "-m", "benchmarks.readceiling", str(ours_dir / "web" / "packages")]
+        self.record(
+            "verify",
+            CEILING,
+            run_measured(argv, log=self.log, cwd=REPO),
+            work=ours_bytes / GB,
+            unit="GB/s",
+            note=f"read and sha256 of the same files, nothing else; {_cache_note(cold)}",
+        )
         if self.script is None:
             return
         theirs_dir = self.workdir / "large-bander"
