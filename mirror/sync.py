@@ -38,7 +38,7 @@ from mirror.errors import MirrorError, ProjectNotFoundError, StorageError
 from mirror.filters import FilterSet
 from mirror.filters.dependencies import merge as merge_needs
 from mirror.filters.dependencies import needs_of, requires_dist
-from mirror.models import DistFile, ListedProject, PackagePath, ProjectDetail, Serial
+from mirror.models import DistFile, PackagePath, ProjectDetail, Serial
 from mirror.models import changed_projects as fold_changelog
 from mirror.progress import NoProgress, ProgressSink
 from mirror.simple import (
@@ -813,11 +813,7 @@ class Syncer:
             await self._delete_files(garbage, tally)
 
     async def _write_root(self, serial: Serial | None) -> None:
-        rows = await asyncio.to_thread(lambda: list(self._state.iter_projects()))
-        listed = [
-            ListedProject(name=row.name, display_name=row.display_name, serial=row.serial)
-            for row in rows
-        ]
+        listed = await asyncio.to_thread(self._state.listing)
         pages: list[tuple[str, bytes]] = []
         if "html" in self._options.formats:
             html = render_root_html(listed)

@@ -13,8 +13,9 @@ from typing import cast
 import pytest
 from packaging.utils import NormalizedName
 
+from mirror import state as state_module
 from mirror.errors import StateError
-from mirror.models import PackagePath, Serial
+from mirror.models import ListedProject, PackagePath, Serial
 from mirror.state import (
     SCHEMA_VERSION,
     STATE_NAME,
@@ -430,6 +431,20 @@ def test_iter_projects_is_ordered_and_streams_past_one_page(store: StateStore) -
 
 def test_iter_projects_of_an_empty_store_is_empty(store: StateStore) -> None:
     assert list(store.iter_projects()) == []
+    assert store.listing() == []
+
+
+def test_listing_names_every_project_in_order_past_one_page(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_module, "_LISTING_PAGE_ROWS", 7)
+    names = [f"p{i:03d}" for i in range(20)]
+    for serial, raw in enumerate(reversed(names), start=1):
+        commit(store, raw, serial, [])
+    assert store.listing() == [
+        ListedProject(name=NormalizedName(raw), display_name=raw.title(), serial=Serial(21 - i))
+        for i, raw in enumerate(names, start=1)
+    ]
 
 
 def test_concurrent_calls_from_threads_do_not_corrupt_anything(
