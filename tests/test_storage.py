@@ -8,12 +8,10 @@ import errno
 import hashlib
 import logging
 import os
-import signal
 import stat
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -1052,17 +1050,6 @@ async def test_large_writes_stay_in_this_process(
     assert (web / "last-modified").read_bytes() == b"20261124T00:00:00\n"
 
 
-def test_writer_processes_leave_stop_signals_to_the_parent() -> None:
-    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        filesystem._ignore_stop_signals()
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
-    finally:
-        for number, handler in saved.items():
-            signal.signal(number, handler)
-
-
 def test_the_writer_steps_work_in_this_process_too(web: Path) -> None:
     # What a writer process runs, run here (coverage does not follow the writers).
     derivation = Derivation(relative=f"{WHEEL}.metadata", derive=upper, sha256=sha(b"WHEEL"))
@@ -1076,20 +1063,12 @@ def test_the_writer_steps_work_in_this_process_too(web: Path) -> None:
         sidecar=(web / f"{WHEEL}.metadata", derivation),
     )
     assert blob.derived == StoredBlob(sha256=sha(b"WHEEL"), size=5)
+    plain = filesystem._store_whole(
+        web / "packages/plain.tar.gz", label="plain", data=b"x", sha256=None, size=1, sidecar=None
+    )
+    assert plain == StoredBlob(sha256=sha(b"x"), size=1)
     stale = put(web / "simple/demo/.index.html.0123.part", b"left by a killed run")
     removed = filesystem._write_all([(web / "simple/demo/index.html", "x", b"<html>")], None)
     assert removed == 1
     assert not stale.exists()
     assert (web / "simple/demo/index.html").read_bytes() == b"<html>"
-
-
-async def test_a_broken_pool_already_replaced_is_only_shut_down(
-    storage: FileSystemStorage, web: Path
-) -> None:
-    await storage.write_files([("simple/demo/index.html", b"<html>")])
-    current = filesystem._WRITER_POOL
-    stale = ProcessPoolExecutor(max_workers=1)
-    filesystem._forget_broken_pool(stale)
-    assert filesystem._WRITER_POOL is current
-    with pytest.raises(RuntimeError, match="shutdown"):
-        stale.submit(print)

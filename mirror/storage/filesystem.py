@@ -33,22 +33,20 @@ import errno
 import functools
 import hashlib
 import logging
-import multiprocessing
 import os
 import random
 import re
 import shutil
-import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from mirror.errors import IntegrityError, StorageError, UnsafePathError
 from mirror.storage import Derivation, StoredBlob
+from mirror.storage.writers import WriterLostError, WriterPool
 
 logger = logging.getLogger(__name__)
 
@@ -809,38 +807,16 @@ def _executor() -> ThreadPoolExecutor:
 # has its own copy of this module).
 _WRITER_LIVE = _LiveTemps()
 
-_WRITER_POOL: ProcessPoolExecutor | None = None
+_WRITER_POOL: WriterPool | None = None
 
 
-def _writer_pool() -> ProcessPoolExecutor:
-    """The process's pool of writer processes, made on first use. ``spawn``: forking a
-    process with threads running (the disk pool, aiohttp's resolver) is unsafe."""
+def _writer_pool() -> WriterPool:
+    """The process's pool of writer processes, made on first use."""
     global _WRITER_POOL  # noqa: PLW0603  # one pool per process, made lazily
     with _EXECUTOR_LOCK:
         if _WRITER_POOL is None:
-            _WRITER_POOL = ProcessPoolExecutor(
-                max_workers=WRITER_PROCESSES,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_ignore_stop_signals,
-            )
+            _WRITER_POOL = WriterPool(WRITER_PROCESSES)
         return _WRITER_POOL
-
-
-def _ignore_stop_signals() -> None:
-    """In a writer process: leave Ctrl-C and SIGTERM to the parent, which stops the
-    run cleanly and waits for the writes in flight; a writer killed mid-write would
-    only leave a temp behind. The writer exits when the parent does."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _forget_broken_pool(pool: ProcessPoolExecutor) -> None:
-    """Drop ``pool`` (a writer died: it is unusable) so the next write starts another."""
-    global _WRITER_POOL  # noqa: PLW0603
-    with _EXECUTOR_LOCK:
-        if _WRITER_POOL is pool:
-            _WRITER_POOL = None
-    pool.shutdown(wait=False)
 
 
 async def _in_writer(action: str, path: Path, func: Callable[[], _T]) -> _T:
@@ -848,11 +824,10 @@ async def _in_writer(action: str, path: Path, func: Callable[[], _T]) -> _T:
     pickle), waiting for it as :func:`_in_thread` does when cancelled.
 
     Its OSError becomes StorageError (``cannot <action> <path>: reason``), as does the
-    death of a writer process (killed, out of memory): the operation is then
+    death of the writer process (killed, out of memory): the operation is then
     unfinished, and leaves at most a temp for a later sweep."""
-    pool = _writer_pool()
+    future: asyncio.Future[_T] = asyncio.wrap_future(_writer_pool().submit(func))
     try:
-        future = asyncio.wrap_future(pool.submit(func))
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -860,8 +835,7 @@ async def _in_writer(action: str, path: Path, func: Callable[[], _T]) -> _T:
             raise
     except OSError as exc:
         raise _storage_error(action, path, exc) from exc
-    except BrokenProcessPool as exc:
-        _forget_broken_pool(pool)
+    except WriterLostError as exc:
         raise StorageError(f"cannot {action} {path}: a disk writer process died") from exc
 
 
