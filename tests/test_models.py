@@ -323,6 +323,8 @@ def test_changed_projects_keeps_the_highest_serial_per_normalized_name() -> None
 
 def test_project_name_normalizes_and_refuses_impossible_names() -> None:
     assert project_name("Zope.Interface") == "zope-interface"
+    normalized = "".join(["zope-", "interface"])
+    assert project_name(normalized) is normalized, "no copy of an already normal name"
     for bad in ["", "../etc", "a/b", "-lead", "sp ace", "é"]:
         with pytest.raises(MalformedResponseError):
             project_name(bad)
