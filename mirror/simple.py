@@ -17,7 +17,7 @@ trailing newline), with these deliberate differences:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from json.encoder import encode_basestring
 from urllib.parse import quote
 
@@ -95,25 +95,10 @@ def render_root_html(projects: Iterable[ListedProject]) -> bytes:
     """Render the PEP 503 root index: one relative link per project, by normalized name.
 
     The link text is the display name. Like Warehouse's page it has no ``<!--SERIAL-->``
-    comment and no final newline. ``projects`` may be any iterable (a generator over
-    ~740,000 rows); the page is built with a single join.
+    comment and no final newline. For a whole PyPI's worth of projects, use
+    :func:`root_pages_chunks`, which never holds the page whole.
     """
-    links = "".join(
-        f'<a href="{_escape(project.name)}/">{_escape(project.display_name)}</a>\n'
-        for project in _by_name(projects)
-    )
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n'
-        "  <head>\n"
-        f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
-        "    <title>Simple index</title>\n"
-        "  </head>\n"
-        "  <body>\n"
-        f"{links}"
-        "</body>\n"
-        "</html>"
-    ).encode()
+    return b"".join(chunk for chunk, _ in root_pages_chunks([_by_name(projects)], serial=None))
 
 
 def render_root_json(projects: Iterable[ListedProject], *, serial: Serial) -> bytes:
@@ -124,14 +109,49 @@ def render_root_json(projects: Iterable[ListedProject], *, serial: Serial) -> by
     plus ``\\n`` would give, but each entry is formatted directly so that a
     ~740,000-project listing never becomes a list of dicts.
     """
+    return b"".join(chunk for _, chunk in root_pages_chunks([_by_name(projects)], serial=serial))
+
+
+def root_pages_chunks(
+    batches: Iterable[Sequence[ListedProject]], *, serial: Serial | None
+) -> Iterator[tuple[bytes, bytes]]:
+    """Both root index pages, a piece at a time: ``(html, json)`` bytes to append to
+    each, one pair per batch of projects plus the head and the tail.
+
+    ``batches`` must come in normalized-name order (the state store's listing does),
+    so that 740,000 projects are rendered a page of rows at a time and the pages are
+    never whole in memory. ``serial`` is the JSON page's ``_last-serial`` (None: 0).
+    """
     # encode_basestring is the string encoder json.dumps itself uses when
     # ensure_ascii=False, so the bytes are identical to a whole-document dump.
-    entries = ",".join(
-        f'{{"_last-serial":{project.serial:d},"name":{encode_basestring(project.display_name)}}}'
-        for project in _by_name(projects)
+    meta = f'{{"_last-serial":{serial or 0:d},"api-version":{encode_basestring(API_VERSION)}}}'
+    yield (
+        (
+            "<!DOCTYPE html>\n"
+            '<html lang="en">\n'
+            "  <head>\n"
+            f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
+            "    <title>Simple index</title>\n"
+            "  </head>\n"
+            "  <body>\n"
+        ).encode(),
+        f'{{"meta":{meta},"projects":['.encode(),
     )
-    meta = f'{{"_last-serial":{serial:d},"api-version":{encode_basestring(API_VERSION)}}}'
-    return f'{{"meta":{meta},"projects":[{entries}]}}\n'.encode()
+    separator = ""
+    for batch in batches:
+        if not batch:
+            continue
+        links = "".join(
+            f'<a href="{_escape(project.name)}/">{_escape(project.display_name)}</a>\n'
+            for project in batch
+        )
+        entries = ",".join(
+            f'{{"_last-serial":{project.serial:d},"name":{encode_basestring(project.display_name)}}}'
+            for project in batch
+        )
+        yield links.encode(), f"{separator}{entries}".encode()
+        separator = ","
+    yield b"</body>\n</html>", b"]}\n"
 
 
 def _anchor(dist: DistFile) -> str:

@@ -26,7 +26,7 @@ import json
 import logging
 import posixpath
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,14 +38,13 @@ from mirror.errors import MirrorError, ProjectNotFoundError, StorageError
 from mirror.filters import FilterSet
 from mirror.filters.dependencies import merge as merge_needs
 from mirror.filters.dependencies import needs_of, requires_dist
-from mirror.models import DistFile, PackagePath, ProjectDetail, Serial
+from mirror.models import DistFile, ListedProject, PackagePath, ProjectDetail, Serial
 from mirror.models import changed_projects as fold_changelog
 from mirror.progress import NoProgress, ProgressSink
 from mirror.simple import (
     render_project_html,
     render_project_json,
-    render_root_html,
-    render_root_json,
+    root_pages_chunks,
 )
 from mirror.state import (
     UNFINISHED_META_KEY,
@@ -813,16 +812,35 @@ class Syncer:
             await self._delete_files(garbage, tally)
 
     async def _write_root(self, serial: Serial | None) -> None:
-        listed = await asyncio.to_thread(self._state.listing)
-        pages: list[tuple[str, bytes]] = []
+        """Rewrite the root index from the state store, a page of rows at a time."""
+        relatives: list[str] = []
         if "html" in self._options.formats:
-            html = render_root_html(listed)
-            pages += [("simple/index.html", html), ("simple/index.v1_html", html)]
+            relatives += ["simple/index.html", "simple/index.v1_html"]
         if "json" in self._options.formats:
-            body = render_root_json(listed, serial=serial if serial is not None else Serial(0))
-            pages.append(("simple/index.v1_json", body))
-        await self._storage.write_files(pages)
-        logger.info("wrote the root index: %d project(s)", len(listed))
+            relatives.append("simple/index.v1_json")
+        counted = [0]
+
+        def produce() -> Iterator[list[bytes]]:
+            pages = self._state.listing_pages()
+            for html, body in root_pages_chunks(_counting(pages, counted), serial=serial):
+                chunks: list[bytes] = []
+                if "html" in self._options.formats:
+                    chunks += [html, html]
+                if "json" in self._options.formats:
+                    chunks.append(body)
+                yield chunks
+
+        await self._storage.write_generated(relatives, produce)
+        logger.info("wrote the root index: %d project(s)", counted[0])
+
+
+def _counting(
+    pages: Iterable[list[ListedProject]], counted: list[int]
+) -> Iterator[list[ListedProject]]:
+    """``pages`` as they are, adding up their projects in ``counted[0]``."""
+    for page in pages:
+        counted[0] += len(page)
+        yield page
 
 
 def is_disk_full_or_read_only(exc: BaseException) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -78,6 +78,13 @@ def pausing_storage(
             if any(relative == before_write for relative, _ in files):
                 await pause.here()
             await super().write_files(files)
+
+        async def write_generated(
+            self, relatives: Sequence[str], produce: Callable[[], Iterable[Sequence[bytes]]]
+        ) -> None:
+            if before_write in relatives:
+                await pause.here()
+            await super().write_generated(relatives, produce)
 
     return Pausing
 

@@ -431,7 +431,7 @@ def test_iter_projects_is_ordered_and_streams_past_one_page(store: StateStore) -
 
 def test_iter_projects_of_an_empty_store_is_empty(store: StateStore) -> None:
     assert list(store.iter_projects()) == []
-    assert store.listing() == []
+    assert [page for page in store.listing_pages() if page] == []
 
 
 def test_listing_names_every_project_in_order_past_one_page(
@@ -441,7 +441,9 @@ def test_listing_names_every_project_in_order_past_one_page(
     names = [f"p{i:03d}" for i in range(20)]
     for serial, raw in enumerate(reversed(names), start=1):
         commit(store, raw, serial, [])
-    assert store.listing() == [
+    pages = list(store.listing_pages())
+    assert [len(page) for page in pages] == [7, 7, 6]
+    assert [project for page in pages for project in page] == [
         ListedProject(name=NormalizedName(raw), display_name=raw.title(), serial=Serial(21 - i))
         for i, raw in enumerate(names, start=1)
     ]

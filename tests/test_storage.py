@@ -11,7 +11,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -1072,3 +1072,47 @@ def test_the_writer_steps_work_in_this_process_too(web: Path) -> None:
     assert removed == 1
     assert not stale.exists()
     assert (web / "simple/demo/index.html").read_bytes() == b"<html>"
+
+
+# --- generated pages -------------------------------------------------------------------
+
+
+def root_pieces() -> list[tuple[bytes, bytes]]:
+    return [(b"<html>", b"{"), (b"a", b"1"), (b"</html>", b"}")]
+
+
+async def test_write_generated_writes_every_file_a_piece_at_a_time(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    stale = put(web / "simple/.index.html.0123.part", b"left by a killed run")
+    put(web / "simple/index.v1_json", b"old")
+    await storage.write_generated(["simple/index.html", "simple/index.v1_json"], root_pieces)
+    assert (web / "simple/index.html").read_bytes() == b"<html>a</html>"
+    assert (web / "simple/index.v1_json").read_bytes() == b"{1}"
+    assert mode(web / "simple/index.html") == 0o644
+    assert not stale.exists()
+    assert temps(web) == []
+
+
+async def test_write_generated_keeps_the_old_files_when_producing_fails(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    old = put(web / "simple/index.html", b"old page")
+
+    def broken() -> Iterator[tuple[bytes]]:
+        yield (b"<html>",)
+        raise KeyError("the state store went away")
+
+    with pytest.raises(KeyError, match="went away"):
+        await storage.write_generated(["simple/index.html"], broken)
+    assert old.read_bytes() == b"old page"
+    assert temps(web) == []
+
+
+async def test_write_generated_names_the_file_the_disk_refused(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / "simple", b"a file where the directory belongs")
+    with pytest.raises(StorageError, match=r"cannot write .*simple/index.html: a parent is not"):
+        await storage.write_generated(["simple/index.html"], lambda: [(b"<html>",)])
+    assert temps(web) == []

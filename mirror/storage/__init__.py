@@ -15,7 +15,7 @@ Paths are relative POSIX paths under the web root (``packages/ab/cd/ef.../f.whl`
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -74,6 +74,14 @@ class Storage(Protocol):
     async def write_files(self, files: Sequence[tuple[str, bytes]]) -> None:
         """Replace each ``(relative, data)`` atomically, in order, in one step, after
         removing the temps a killed run left in their directories (a project's pages)."""
+        ...
+
+    async def write_generated(
+        self, relatives: Sequence[str], produce: Callable[[], Iterable[Sequence[bytes]]]
+    ) -> None:
+        """Replace each of ``relatives`` atomically with bytes ``produce()`` yields while
+        they are written, one chunk per file at each step (the root index, never whole
+        in memory). ``produce`` runs off the event loop."""
         ...
 
     async def read_bytes(self, relative: str) -> bytes:

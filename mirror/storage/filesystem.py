@@ -268,6 +268,46 @@ class FileSystemStorage:
         if removed:
             logger.info("removed %d stale temporary file(s) beside %s", removed, files[0][0])
 
+    async def write_generated(
+        self, relatives: Sequence[str], produce: Callable[[], Iterable[Sequence[bytes]]]
+    ) -> None:
+        """Replace each of ``relatives`` atomically, as :meth:`write_files` does, with
+        bytes made while they are written: ``produce()`` runs in a worker thread and
+        yields, step by step, one chunk for each of ``relatives`` in order (the root
+        index: both pages a batch of projects at a time, so 740,000 projects are never
+        whole in memory). Raises StorageError; an exception from ``produce`` propagates
+        unchanged. Either way no temp is left and every target is as it was."""
+        temps = [
+            _TempFile(self.path_of(relative), label=relative, live=self._live)
+            for relative in relatives
+        ]
+        directories = list(dict.fromkeys(temp.target.parent for temp in temps))
+
+        def write_all() -> int:
+            removed = _sweep(directories, self._live)
+            try:
+                for chunks in produce():
+                    for temp, chunk in zip(temps, chunks, strict=True):
+                        _on_disk_now("write", temp.target, functools.partial(temp.write, chunk))
+                for temp in temps:
+                    _on_disk_now(
+                        "write",
+                        temp.target,
+                        functools.partial(
+                            temp.commit, b"", sha256=None, size=None, sync_directory=False
+                        ),
+                    )
+            except BaseException:
+                for temp in temps:
+                    temp.discard()
+                raise
+            _fsync_all(directories)
+            return removed
+
+        removed = await _in_thread(write_all)
+        if removed:
+            logger.info("removed %d stale temporary file(s) beside %s", removed, relatives[0])
+
     async def read_bytes(self, relative: str) -> bytes:
         """Return the bytes of ``relative``. Raises StorageError (also when missing)."""
         target = self.path_of(relative)
@@ -454,12 +494,15 @@ class _LiveTemps:
             self._paths.discard(path)
 
     def remove_stale(self, directory: Path) -> int:
-        """Unlink the temp files in ``directory`` that no store here is writing."""
+        """Unlink the temp files in ``directory`` that no store here is writing.
+
+        The entries are looked at as they are read, never listed: ``simple/`` holds a
+        directory per project (600,000 entries would be ~100 MB as a list)."""
         try:
-            entries = list(os.scandir(directory))
+            with os.scandir(directory) as entries:
+                return self._remove_stale_entries(entries)
         except FileNotFoundError:
             return 0
-        return self._remove_stale_entries(entries)
 
     def adopt(
         self, target: Path, *, sha256: str, size: int | None
@@ -664,26 +707,41 @@ def _write_all(items: Sequence[tuple[Path, str, bytes]], live: _LiveTemps | None
         live = _WRITER_LIVE
     temps = [(_TempFile(target, label=label, live=live), data) for target, label, data in items]
     directories = list(dict.fromkeys(temp.target.parent for temp, _ in temps))
+    removed = _sweep(directories, live)
+    for temp, data in temps:
+        commit = functools.partial(temp.commit, data, sha256=None, size=None, sync_directory=False)
+        _on_disk_now("write", temp.target, commit)
+    _fsync_all(directories)
+    return removed
+
+
+def _sweep(directories: Iterable[Path], live: _LiveTemps) -> int:
+    """Remove the stale temps in ``directories``; return how many. StorageError."""
     removed = 0
     for directory in directories:
         try:
             removed += live.remove_stale(directory)
         except NotADirectoryError:
-            # A file in the way: the write below fails, naming it.
+            # A file in the way: the write that follows fails, naming it.
             continue
         except OSError as exc:
             raise _storage_error("clean", directory, exc) from exc
-    for temp, data in temps:
-        try:
-            temp.commit(data, sha256=None, size=None, sync_directory=False)
-        except OSError as exc:
-            raise _storage_error("write", temp.target, exc) from exc
-    for directory in directories:
-        try:
-            _fsync_directory(directory)
-        except OSError as exc:
-            raise _storage_error("write", directory, exc) from exc
     return removed
+
+
+def _fsync_all(directories: Iterable[Path]) -> None:
+    """Make the renames in ``directories`` durable. StorageError."""
+    for directory in directories:
+        _on_disk_now("write", directory, functools.partial(_fsync_directory, directory))
+
+
+def _on_disk_now(action: str, path: Path, func: Callable[[], object]) -> None:
+    """Call ``func`` (in the current worker thread) with an OSError turned into
+    StorageError, as :func:`_on_disk` does across a thread hop."""
+    try:
+        func()
+    except OSError as exc:
+        raise _storage_error(action, path, exc) from exc
 
 
 def _check_not_too_long(
