@@ -1,0 +1,28 @@
+"""The benchmark's process measurements: exact usage, not inflated by the benchmark."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from benchmarks.measure import MIB, run_measured
+
+
+def test_a_small_command_is_measured_small_however_big_the_benchmark_is(tmp_path: Path) -> None:
+    # The benchmark holding a lot of memory (600,000 names at full scale) must not
+    # show up in the peak RSS of the commands it measures.
+    ballast = bytearray(300 * MIB)
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    usage = run_measured([sys.executable, "-c", "pass"], log=tmp_path / "log")
+    assert usage.exit_code == 0
+    assert usage.peak_rss_bytes < 100 * MIB, usage
+    assert 0 < usage.wall_seconds < 60
+    del ballast
+
+
+def test_the_exit_code_and_the_output_are_kept(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    code = "import sys; print('hello'); sys.exit(3)"
+    usage = run_measured([sys.executable, "-c", code], log=log)
+    assert usage.exit_code == 3
+    assert log.read_text(encoding="utf-8") == "hello\n"
