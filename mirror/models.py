@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NewType
+from typing import NewType, TypeAlias
 from urllib.parse import unquote, urljoin, urlsplit
 
 from packaging.utils import (
@@ -275,6 +275,13 @@ class ListedProject:
     name: NormalizedName
     display_name: str
     serial: Serial
+
+
+ListingRow: TypeAlias = tuple[NormalizedName, str, Serial]
+"""One line of the root index as the state store reads it: name, display name, serial.
+
+A plain tuple, not a :class:`ListedProject`: the root index is rewritten from 600,000
+of these, and building a dataclass for each would cost more than reading them."""
 
 
 def changed_projects(entries: Iterable[ChangelogEntry]) -> dict[NormalizedName, Serial]:

@@ -26,6 +26,7 @@ from packaging.version import Version
 from mirror.models import (
     DistFile,
     ListedProject,
+    ListingRow,
     ProjectDetail,
     Serial,
     format_upload_time,
@@ -113,10 +114,11 @@ def render_root_json(projects: Iterable[ListedProject], *, serial: Serial) -> by
 
 
 def root_pages_chunks(
-    batches: Iterable[Sequence[ListedProject]], *, serial: Serial | None
+    batches: Iterable[Sequence[ListingRow]], *, serial: Serial | None
 ) -> Iterator[tuple[bytes, bytes]]:
     """Both root index pages, a piece at a time: ``(html, json)`` bytes to append to
-    each, one pair per batch of projects plus the head and the tail.
+    each, one pair per batch of ``(name, display name, serial)`` rows plus the head
+    and the tail.
 
     ``batches`` must come in normalized-name order (the state store's listing does),
     so that 740,000 projects are rendered a page of rows at a time and the pages are
@@ -142,12 +144,11 @@ def root_pages_chunks(
         if not batch:
             continue
         links = "".join(
-            f'<a href="{_escape(project.name)}/">{_escape(project.display_name)}</a>\n'
-            for project in batch
+            f'<a href="{_escape(name)}/">{_escape(shown)}</a>\n' for name, shown, _ in batch
         )
         entries = ",".join(
-            f'{{"_last-serial":{project.serial:d},"name":{encode_basestring(project.display_name)}}}'
-            for project in batch
+            f'{{"_last-serial":{last:d},"name":{encode_basestring(shown)}}}'
+            for _, shown, last in batch
         )
         yield links.encode(), f"{separator}{entries}".encode()
         separator = ","
@@ -221,10 +222,10 @@ def _version_order(version: str) -> tuple[tuple[int, Version | str], str]:
     return version_sort_key(version), version
 
 
-def _by_name(projects: Iterable[ListedProject]) -> list[ListedProject]:
-    """Projects in normalized-name order, as Warehouse lists them."""
-    # Already-ordered input (the state store's) sorts in linear time.
-    return sorted(projects, key=lambda project: project.name)
+def _by_name(projects: Iterable[ListedProject]) -> list[ListingRow]:
+    """Projects as root index rows in normalized-name order, as Warehouse lists them."""
+    # Already-ordered input sorts in linear time.
+    return sorted((project.name, project.display_name, project.serial) for project in projects)
 
 
 def _dump_json(value: object) -> bytes:

@@ -7,7 +7,9 @@ and compare it with what the fake upstream serves.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -99,6 +101,15 @@ async def upstream_state(upstream: FakeUpstream) -> dict[str, dict[str, Publishe
     return result
 
 
+def root_html_links(web: Path) -> list[tuple[str, str]]:
+    """The HTML root index's ``(href without the slash, link text)`` pairs, in order."""
+    page = (web / "simple" / "index.html").read_text()
+    return [
+        (html.unescape(href), html.unescape(text))
+        for href, text in re.findall(r'<a href="([^"]*)/">([^<]*)</a>', page)
+    ]
+
+
 async def assert_matches_upstream(directory: Path, upstream: FakeUpstream) -> None:
     """The mirror holds exactly upstream's projects, files, hashes and yank markers,
     its root lists exactly those projects, and no file is on disk that no page links."""
@@ -106,6 +117,12 @@ async def assert_matches_upstream(directory: Path, upstream: FakeUpstream) -> No
     web = directory / "web"
     root = json.loads((web / "simple" / "index.v1_json").read_bytes())
     assert {canonicalize_name(p["name"]) for p in root["projects"]} == set(expected)
+    assert root_html_links(web) == [
+        (canonicalize_name(p["name"]), p["name"]) for p in root["projects"]
+    ], "the HTML root names what the JSON root does"
+    assert (web / "simple" / "index.v1_html").read_bytes() == (
+        web / "simple" / "index.html"
+    ).read_bytes()
     mirrored = {p.parent.name for p in (web / "simple").glob("*/index.v1_json")}
     assert mirrored == set(expected)
     linked: set[str] = set()

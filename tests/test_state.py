@@ -15,8 +15,9 @@ from packaging.utils import NormalizedName
 
 from mirror import state as state_module
 from mirror.errors import StateError
-from mirror.models import ListedProject, PackagePath, Serial
+from mirror.models import PackagePath, Serial
 from mirror.state import (
+    ROOT_HTML_META_KEY,
     SCHEMA_VERSION,
     STATE_NAME,
     ProjectRow,
@@ -381,6 +382,29 @@ def test_replacing_a_file_without_its_sidecar_sends_the_sidecar_to_garbage(
     assert project.total_bytes == 500
 
 
+def test_the_html_root_mark_is_cleared_only_when_the_names_change(store: StateStore) -> None:
+    def marked() -> bool:
+        return store.get_meta(ROOT_HTML_META_KEY) == "1.4"
+
+    def mark() -> None:
+        store.set_meta(ROOT_HTML_META_KEY, "1.4")
+
+    commit(store, "demo", 1, [])
+    assert not marked(), "a new project"
+    mark()
+    commit(store, "demo", 2, [])
+    assert marked(), "the same name at a new serial: the HTML root still lists it right"
+    store.commit_project(
+        name=name("demo"), display_name="DEMO", serial=Serial(3), status="active", keep=[]
+    )
+    assert not marked(), "a new display name"
+    mark()
+    store.remove_project(name("absent"))
+    assert marked(), "nothing was removed"
+    store.remove_project(name("demo"))
+    assert not marked()
+
+
 def test_remove_project_forgets_rows_and_garbages_files(store: StateStore) -> None:
     sdist = stored("demo", "demo-1.0.tar.gz", 1000)
     wheel = stored("demo", "demo-1.0-py3-none-any.whl", 500, metadata_size=30)
@@ -443,9 +467,8 @@ def test_listing_names_every_project_in_order_past_one_page(
         commit(store, raw, serial, [])
     pages = list(store.listing_pages())
     assert [len(page) for page in pages] == [7, 7, 6]
-    assert [project for page in pages for project in page] == [
-        ListedProject(name=NormalizedName(raw), display_name=raw.title(), serial=Serial(21 - i))
-        for i, raw in enumerate(names, start=1)
+    assert [row for page in pages for row in page] == [
+        (raw, raw.title(), 21 - i) for i, raw in enumerate(names, start=1)
     ]
 
 

@@ -11,6 +11,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from mirror.errors import StorageError
+from mirror.state import UNFINISHED_META_KEY
 from mirror.storage import FileSystemStorage, StoredBlob
 from mirror.sync import SyncOptions
 from mirror.testing import FakeUpstream, make_wheel
@@ -20,6 +21,7 @@ from tests.mirrorcheck import (
     assert_matches_upstream,
     files_on_disk,
     published_files,
+    root_html_links,
 )
 from tests.storagehooks import HookedStorage
 
@@ -126,6 +128,76 @@ async def test_each_kind_of_upstream_change_is_followed(
     report = await mirrored.sync()
     assert report.projects_synced == 1
     await assert_matches_upstream(mirrored.directory, upstream)
+
+
+def root_pages(web: Path) -> dict[str, tuple[int, bytes]]:
+    """Each root index page's inode and bytes: a rewrite renames a new file in place."""
+    simple = web / "simple"
+    return {
+        page.name: (page.stat().st_ino, page.read_bytes())
+        for page in sorted(simple.glob("index.*"))
+    }
+
+
+async def test_new_releases_of_known_projects_leave_the_html_root_alone(
+    upstream: FakeUpstream, mirrored: MirrorRunner
+) -> None:
+    """The HTML root names projects only; the JSON root carries their serials."""
+    before = root_pages(mirrored.web)
+    upstream.add_release("Alpha", "2.0")
+    upstream.yank("gamma", "2.0")
+    report = await mirrored.sync()
+    assert report.projects_synced == 2
+    after = root_pages(mirrored.web)
+    assert after["index.html"] == before["index.html"]
+    assert after["index.v1_html"] == before["index.v1_html"]
+    assert after["index.v1_json"][1] != before["index.v1_json"][1]
+    root = json.loads(after["index.v1_json"][1])
+    assert root["meta"]["_last-serial"] == upstream.serial
+    assert max(p["_last-serial"] for p in root["projects"]) == upstream.serial
+    await assert_matches_upstream(mirrored.directory, upstream)
+
+
+async def test_a_new_or_removed_project_rewrites_the_html_root(
+    upstream: FakeUpstream, mirrored: MirrorRunner
+) -> None:
+    upstream.add_release("Delta", "0.1")
+    await mirrored.sync()
+    assert ("delta", "Delta") in root_html_links(mirrored.web)
+    await assert_matches_upstream(mirrored.directory, upstream)
+    upstream.remove_project("Delta")
+    await mirrored.sync()
+    assert [name for name, _ in root_html_links(mirrored.web)] == ["alpha", "beta-lib", "gamma"]
+    await assert_matches_upstream(mirrored.directory, upstream)
+
+
+async def test_an_unfinished_run_or_a_missing_page_has_the_html_root_written_again(
+    upstream: FakeUpstream, mirrored: MirrorRunner
+) -> None:
+    expected = (mirrored.web / "simple" / "index.html").read_bytes()
+    (mirrored.web / "simple" / "index.html").write_bytes(b"stale")
+    with mirrored.state() as state:
+        state.set_meta(UNFINISHED_META_KEY, "killed")
+    await mirrored.sync()
+    assert (mirrored.web / "simple" / "index.html").read_bytes() == expected
+    (mirrored.web / "simple" / "index.v1_html").unlink()
+    await mirrored.sync()
+    assert (mirrored.web / "simple" / "index.v1_html").read_bytes() == expected
+
+
+async def test_a_json_only_mirror_rewrites_its_root_only_on_change(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    seed(upstream)
+    runner.options = SyncOptions(formats=frozenset({"json"}))
+    await runner.sync()
+    before = root_pages(runner.web)
+    assert list(before) == ["index.v1_json"]
+    await runner.sync()
+    assert root_pages(runner.web) == before
+    upstream.add_release("Alpha", "2.0")
+    await runner.sync()
+    assert root_pages(runner.web)["index.v1_json"][1] != before["index.v1_json"][1]
 
 
 async def test_a_project_removed_upstream_disappears_from_pages_and_disk(
