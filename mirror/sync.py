@@ -307,7 +307,7 @@ class Syncer:
         if allowed is not None:
             return dict.fromkeys(sorted(allowed), Serial(0)), {}
         listing = await self._upstream.list_packages_with_serial()
-        return {p.name: p.serial for p in listing}, {p.name: p.display_name for p in listing}
+        return listing.serials, listing.display_names
 
     def _admitted(self, changes: dict[NormalizedName, Serial]) -> dict[NormalizedName, Serial]:
         """``changes`` without the projects the name filters leave out."""

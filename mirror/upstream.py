@@ -38,7 +38,7 @@ from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Literal, TypeVar
+from typing import Final, Literal, Protocol, TypeVar
 from xml.parsers.expat import ExpatError
 
 import aiohttp
@@ -56,11 +56,13 @@ from mirror.errors import (
     UpstreamError,
     XmlRpcFaultError,
 )
-from mirror.models import ChangelogEntry, ListedProject, ProjectDetail, Serial, project_name
+from mirror.listing import Listing, ListingParser
+from mirror.models import ChangelogEntry, ProjectDetail, Serial
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)
 
 SIMPLE_JSON_TYPE: Final = "application/vnd.pypi.simple.v1+json"
 """The PEP 691 content type asked for, and required, on project pages."""
@@ -248,58 +250,46 @@ class Upstream:
         entries.sort(key=lambda entry: entry.serial)
         return entries
 
-    async def list_packages_with_serial(self) -> list[ListedProject]:
-        """Every project upstream has, with its last serial.
+    async def list_packages_with_serial(self) -> Listing:
+        """Every project upstream has, with its last serial and display name.
 
-        The answer (hundreds of thousands of members) is parsed as it arrives. Names
-        that are not valid project names are skipped with a warning: no mirror could
-        hold them. Raises as :meth:`changelog_last_serial`.
+        The answer (hundreds of thousands of members) is folded into the listing's two
+        maps as it arrives (see :mod:`mirror.listing`). Names that are not valid
+        project names are skipped with a warning: no mirror could hold them. Raises as
+        :meth:`changelog_last_serial`.
         """
-        result = await self._xmlrpc("list_packages_with_serial")
-        if not isinstance(result, dict):
-            raise MalformedResponseError(
-                f"XML-RPC list_packages_with_serial: expected a struct, got {type(result).__name__}"
-            )
-        listed: list[ListedProject] = []
-        for raw, serial in result.items():
-            if isinstance(serial, bool) or not isinstance(serial, int) or serial < 0:
-                raise MalformedResponseError(
-                    f"XML-RPC list_packages_with_serial[{raw!r}]: expected a serial, got {serial!r}"
-                )
-            try:
-                name = project_name(raw)
-            except MalformedResponseError:
-                logger.warning("upstream lists an invalid project name %r; skipped", raw)
-                continue
-            listed.append(ListedProject(name=name, display_name=raw, serial=Serial(serial)))
-        return listed
+        return await self._xmlrpc_parsed("list_packages_with_serial", (), ListingParser)
 
     async def _xmlrpc(self, method: str, *params: int) -> object:
         """Call ``method`` and return its one result, parsed while the body streams in."""
+        return await self._xmlrpc_parsed(method, params, _ValueParser)
+
+    async def _xmlrpc_parsed(
+        self, method: str, params: tuple[int, ...], new_parser: Callable[[], _BodyParser[_T]]
+    ) -> _T:
+        """Call ``method``, feeding the body to a fresh parser per attempt as it
+        streams in; return what the parser makes of it."""
         url = f"{self._base}/pypi"
         body = xmlrpc.client.dumps(params, method, allow_none=True).encode()
         headers = {"Content-Type": "text/xml", "Accept": "text/xml"}
 
-        async def attempt(number: int) -> object:
+        async def attempt(number: int) -> _T:
             limit = self._settings.max_xmlrpc_bytes
             async with (
                 self._open("POST", url, headers=headers, data=body) as response,
                 aclosing(_capped_chunks(response, url, limit)) as chunks,
             ):
-                parser, unmarshaller = xmlrpc.client.getparser()
+                parser = new_parser()
                 try:
                     async for chunk in chunks:
                         parser.feed(chunk)
-                    parser.close()
-                    (result,) = unmarshaller.close()
+                    return parser.close()
                 except xmlrpc.client.Fault as fault:
                     raise _fault_error(method, fault) from fault
                 except (ExpatError, xmlrpc.client.ResponseError, ValueError, TypeError) as exc:
                     raise MalformedResponseError(
                         f"XML-RPC {method}: unparseable response: {exc!r}"
                     ) from exc
-            result_value: object = result
-            return result_value
 
         return await self._retrying(f"XML-RPC {method}", attempt)
 
@@ -572,6 +562,30 @@ async def _body_chunks(response: aiohttp.ClientResponse, url: str) -> AsyncGener
             yield chunk
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _translated(exc, url) from exc
+
+
+class _BodyParser(Protocol[_T_co]):
+    """What an XML-RPC answer's body is fed to, a chunk at a time."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def close(self) -> _T_co: ...
+
+
+class _ValueParser:
+    """``xmlrpc.client``'s parser: the answer's one value, whatever its type."""
+
+    def __init__(self) -> None:
+        self._parser, self._unmarshaller = xmlrpc.client.getparser()
+
+    def feed(self, chunk: bytes) -> None:
+        self._parser.feed(chunk)
+
+    def close(self) -> object:
+        self._parser.close()
+        (result,) = self._unmarshaller.close()
+        value: object = result
+        return value
 
 
 def _fault_error(method: str, fault: xmlrpc.client.Fault) -> UpstreamError:

@@ -34,7 +34,7 @@ from mirror.errors import (
     UpstreamError,
     XmlRpcFaultError,
 )
-from mirror.models import ListedProject, Serial
+from mirror.models import Serial
 from mirror.storage import StoredBlob
 from mirror.upstream import (
     CACHE_BUST_PARAMETER,
@@ -321,14 +321,13 @@ async def test_list_packages_with_serial_parses_a_chunked_body() -> None:
         serving({("POST", "/pypi"): chunked}) as base,
         client(base) as upstream,
     ):
-        listed = await upstream.list_packages_with_serial()
-    by_name = {p.name: p for p in listed}
-    assert len(listed) == 3002
-    assert by_name[NormalizedName("django")] == ListedProject(
-        name=NormalizedName("django"), display_name="Django", serial=Serial(40000000)
-    )
-    assert by_name[NormalizedName("zope-interface")].display_name == "zope.interface"
-    assert by_name[NormalizedName("project-2999-x")].serial == 2999
+        listing = await upstream.list_packages_with_serial()
+    assert len(listing.serials) == len(listing.display_names) == 3002
+    assert listing.serials[NormalizedName("django")] == 40000000
+    assert listing.display_names[NormalizedName("django")] == "Django"
+    assert listing.display_names[NormalizedName("zope-interface")] == "zope.interface"
+    assert listing.serials[NormalizedName("project-2999-x")] == 2999
+    assert NormalizedName("-bad-") not in listing.serials
 
 
 @pytest.mark.parametrize(
@@ -383,6 +382,18 @@ async def test_a_rate_limit_fault_is_retried_after_the_time_it_names() -> None:
     ):
         assert await upstream.changelog_last_serial() == 77
     assert sleep.delays == [5.0]
+
+
+async def test_a_rate_limited_listing_is_retried_with_a_fresh_parser() -> None:
+    sleep = RecordingSleep()
+    answers = iter([xml_fault(-32500, RATE_LIMITED.format(2)), {"Django": 9}])
+    async with (
+        serving(xmlrpc_app({"list_packages_with_serial": lambda: next(answers)})) as base,
+        client(base, sleep) as upstream,
+    ):
+        listing = await upstream.list_packages_with_serial()
+    assert (listing.serials, listing.display_names) == ({"django": 9}, {"django": "Django"})
+    assert sleep.delays == [2.0]
 
 
 async def test_a_rate_limit_fault_without_a_time_backs_off_with_jitter() -> None:
