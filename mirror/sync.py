@@ -68,6 +68,9 @@ NEEDS_META_KEY = "filters_dependencies"
 """State meta key holding the dependency closure (JSON ``{project: [specifiers]}``)."""
 _MAX_CLOSURE_ROUNDS = 20
 
+_QUEUED_ITEMS = 1_000
+"""Todo items handed to the workers ahead of them (the rest stay in the state store)."""
+
 FILTERS_META_KEY = "filters_fingerprint"
 """State meta key holding :attr:`FilterSet.fingerprint` of the last reconciled run."""
 
@@ -183,16 +186,20 @@ class Syncer:
         upstream_serial: Serial | None = None
         await self._begin(tally)
         await self._load_needs()
+        pages: Iterator[list[TodoItem]]
         if projects is not None:
             items = [TodoItem.fresh(name) for name in dict.fromkeys(projects)]
+            count, pages = len(items), iter([items])
         else:
             await self._follow_filters()
             upstream_serial = await self._queue_changes()
-            items = await asyncio.to_thread(self._state.due, self._clock())
-        logger.info("%d project(s) to sync", len(items))
-        self._progress.start(len(items))
+            now = self._clock()
+            count = await asyncio.to_thread(self._state.due_count, now)
+            pages = self._state.due_pages(now)
+        logger.info("%d project(s) to sync", count)
+        self._progress.start(count)
         try:
-            await self._sync_following_dependencies(items, tally)
+            await self._sync_following_dependencies(pages, tally)
         finally:
             self._progress.finish()
         if tally.files_derived:
@@ -312,9 +319,10 @@ class Syncer:
     def _admitted(self, changes: dict[NormalizedName, Serial]) -> dict[NormalizedName, Serial]:
         """``changes`` without the projects the name filters leave out."""
         filters = self._filters
+        if all(filters.check_name(name) is None for name in changes):
+            return changes  # no copy of a first sync's 600,000 names
         admitted = {name: s for name, s in changes.items() if filters.check_name(name) is None}
-        if len(admitted) < len(changes):
-            logger.info("filters leave out %d project(s) by name", len(changes) - len(admitted))
+        logger.info("filters leave out %d project(s) by name", len(changes) - len(admitted))
         return admitted
 
     async def _follow_filters(self) -> None:
@@ -367,11 +375,13 @@ class Syncer:
         self._needs = needs
         self._filters = self._options.filters.with_needs(needs)
 
-    async def _sync_following_dependencies(self, items: Sequence[TodoItem], tally: _Tally) -> None:
-        """Sync ``items``; then, for an allowlist that follows dependencies, read the
+    async def _sync_following_dependencies(
+        self, pages: Iterator[list[TodoItem]], tally: _Tally
+    ) -> None:
+        """Sync the items of ``pages``; then, for an allowlist that follows dependencies, read the
         requirements of what is mirrored, admit and sync what changed in the closure,
         and repeat until the closure stops changing."""
-        await self._sync_projects(items, tally)
+        await self._sync_projects(pages, tally)
         environments = self._options.filters.marker_environments()
         if environments is None:
             return
@@ -392,7 +402,7 @@ class Syncer:
             await asyncio.to_thread(
                 self._state.enqueue, dict.fromkeys(changed, Serial(0)), now=self._clock()
             )
-            await self._sync_projects([TodoItem.fresh(name) for name in changed], tally)
+            await self._sync_projects(iter([[TodoItem.fresh(name) for name in changed]]), tally)
         logger.warning("the dependency closure still changes after %d rounds", _MAX_CLOSURE_ROUNDS)
 
     async def _dependency_closure(
@@ -420,22 +430,29 @@ class Syncer:
 
     # --- the worker pool ----------------------------------------------------------
 
-    async def _sync_projects(self, items: Sequence[TodoItem], tally: _Tally) -> None:
-        queue: asyncio.Queue[TodoItem] = asyncio.Queue()
-        for item in items:
-            queue.put_nowait(item)
+    async def _sync_projects(self, pages: Iterator[list[TodoItem]], tally: _Tally) -> None:
+        """Sync every item of ``pages`` with the configured number of workers. The
+        pages are read in a worker thread as the workers take the items, so at most
+        about two pages are held at once."""
+        workers = self._options.workers
+        queue: asyncio.Queue[TodoItem | None] = asyncio.Queue(maxsize=_QUEUED_ITEMS)
+
+        async def feed() -> None:
+            last: list[TodoItem] = []
+            while page := await asyncio.to_thread(next, pages, last):
+                for item in page:
+                    await queue.put(item)
+            for _ in range(workers):
+                await queue.put(None)
 
         async def worker() -> None:
-            while True:
-                try:
-                    item = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
+            while (item := await queue.get()) is not None:
                 await self._sync_one(item, tally)
 
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(self._options.workers, len(items))):
+                group.create_task(feed())
+                for _ in range(workers):
                     group.create_task(worker())
         except* MirrorError as group:
             # A full or read-only disk (see _sync_one), or a state store that fails

@@ -233,6 +233,23 @@ def test_due_honours_next_attempt_order_and_limit(store: StateStore) -> None:
     assert store.due(9.0) == []
 
 
+def test_due_pages_come_a_page_at_a_time_and_skip_what_left_meanwhile(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_module, "_DUE_PAGE_ROWS", 2)
+    store.enqueue({name(n): Serial(1) for n in "edcbagf"}, now=10.0)
+    store.record_failure(name("f"), error="boom", next_attempt=50.0)
+    assert store.due_count(10.0) == 6
+    assert store.due_count(50.0) == 7
+    pages = store.due_pages(10.0)
+    assert [item.name for item in next(pages)] == ["a", "b"]
+    # While the caller works: "a" is done, "c" backs off, "d" is done. None comes back.
+    commit(store, "a", 1, [])
+    store.record_failure(name("c"), error="boom", next_attempt=60.0)
+    commit(store, "d", 1, [])
+    assert [[item.name for item in page] for page in pages] == [["e", "g"]]
+
+
 def test_a_failure_backs_off_and_a_new_change_makes_it_due_again(store: StateStore) -> None:
     store.enqueue({name("a"): Serial(10)}, now=0.0)
     first = store.record_failure(name("a"), error="timeout", next_attempt=60.0)

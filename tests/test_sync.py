@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
+from mirror import state as state_module
+from mirror import sync as sync_module
 from mirror.errors import StorageError
 from mirror.state import UNFINISHED_META_KEY
 from mirror.storage import FileSystemStorage, StoredBlob
 from mirror.sync import SyncOptions
-from mirror.testing import FakeUpstream, make_wheel
+from mirror.testing import FakeUpstream, RawAnswer, make_wheel
 from tests.harness import MirrorRunner
 from tests.mirrorcheck import (
     assert_consistent,
@@ -72,6 +74,22 @@ async def test_first_sync_mirrors_everything_upstream_lists(
         assert totals.bytes == sum(
             p.stat().st_size for p in (web / "packages").rglob("*") if p.is_file()
         )
+
+
+async def test_a_queue_longer_than_a_page_is_worked_through_a_page_at_a_time(
+    upstream: FakeUpstream, runner: MirrorRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_module, "_DUE_PAGE_ROWS", 2)
+    monkeypatch.setattr(sync_module, "_QUEUED_ITEMS", 1)
+    for n in range(7):
+        upstream.add_release(f"p{n}", "1.0", wheel=False)
+    upstream.serve_raw("/simple/p3/", RawAnswer(status=500, body=b"down"))
+    report = await runner.sync()
+    assert report.projects_synced == 6
+    assert [failure.name for failure in report.failures] == ["p3"]
+    assert report.pending == 1
+    mirrored = sorted(page.parent.name for page in runner.web.glob("simple/*/index.v1_json"))
+    assert mirrored == ["p0", "p1", "p2", "p4", "p5", "p6"]
 
 
 async def test_nothing_new_costs_one_changelog_call_and_no_downloads(
