@@ -431,15 +431,15 @@ class Syncer:
     # --- the worker pool ----------------------------------------------------------
 
     async def _sync_projects(self, pages: Iterator[list[TodoItem]], tally: _Tally) -> None:
-        """Sync every item of ``pages`` with the configured number of workers. The
-        pages are read in a worker thread as the workers take the items, so at most
-        about two pages are held at once."""
+        """Sync every item of ``pages`` with the configured number of workers. Each
+        page is read (in a worker thread) once the workers have taken most of the one
+        before, so a page and :data:`_QUEUED_ITEMS` items at most are held at once."""
         workers = self._options.workers
         queue: asyncio.Queue[TodoItem | None] = asyncio.Queue(maxsize=_QUEUED_ITEMS)
 
         async def feed() -> None:
-            last: list[TodoItem] = []
-            while page := await asyncio.to_thread(next, pages, last):
+            none_left: list[TodoItem] = []
+            while page := await asyncio.to_thread(next, pages, none_left):
                 for item in page:
                     await queue.put(item)
             for _ in range(workers):
