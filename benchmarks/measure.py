@@ -9,6 +9,10 @@ The command is not started by the benchmark itself but by a small reaper process
 usage: Linux carries the high-water RSS of the memory a process had before ``execve``
 into its ``ru_maxrss``, so a command started straight from the benchmark (which holds
 600,000 project names at full scale, ~86 MiB) would never show less than that.
+
+With a time limit the reaper stops the command when it runs out (SIGTERM, then
+SIGKILL if it is still there ``grace_seconds`` later) and says so: bandersnatch's first sync of
+100,000 projects rewrites its todo file after every project and would take hours.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class Measurement:
     """User plus system time."""
     peak_rss_bytes: int
     exit_code: int
+    stopped: bool = False
+    """The command ran out of its time limit and was stopped."""
 
 
 def run_measured(
@@ -42,11 +48,16 @@ def run_measured(
     log: Path,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
+    limit_seconds: float | None = None,
+    grace_seconds: float = 30.0,
 ) -> Measurement:
-    """Run ``argv`` to completion with stdout and stderr appended to ``log``."""
+    """Run ``argv`` to completion (or until ``limit_seconds`` have passed) with stdout
+    and stderr appended to ``log``. A command stopped at its limit gets SIGTERM, and
+    SIGKILL ``grace_seconds`` later if it has not exited."""
+    limit = "none" if limit_seconds is None else repr(float(limit_seconds))
     with log.open("ab") as out, tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "usage.json"
-        reaper = [sys.executable, "-c", _REAPER, str(report), *argv]
+        reaper = [sys.executable, "-c", _REAPER, str(report), limit, repr(grace_seconds), *argv]
         subprocess.run(  # noqa: S603  # argv is built by the benchmark itself
             reaper, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env, check=True
         )
@@ -56,19 +67,33 @@ def run_measured(
         cpu_seconds=usage["cpu"],
         peak_rss_bytes=usage["maxrss_kib"] * KIB,
         exit_code=usage["exit"],
+        stopped=usage["stopped"],
     )
 
 
-# Spawns argv[2:], waits for it and writes its usage to argv[1] as JSON. Small on
-# purpose: the command's ru_maxrss starts from this process's RSS, not the benchmark's.
+# Spawns argv[4:], waits for it (stopping it when the limit argv[2], seconds or
+# "none", runs out, and killing it argv[3] seconds later: SIGALRM interrupts the wait,
+# which Python then resumes) and writes
+# its usage to argv[1] as JSON. Small on purpose: the command's ru_maxrss starts from
+# this process's RSS, not the benchmark's.
 _REAPER = """
-import json, os, sys, time
-report, argv = sys.argv[1], sys.argv[2:]
+import json, os, signal, sys, time
+report, limit, grace, argv = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4:]
+stopped = []
+def stop(signum, frame):
+    stopped.append(True)
+    os.kill(pid, signal.SIGTERM if len(stopped) == 1 else signal.SIGKILL)
+    signal.setitimer(signal.ITIMER_REAL, grace)
+signal.signal(signal.SIGALRM, stop)
 start = time.monotonic()
 pid = os.posix_spawnp(argv[0], argv, os.environ)
+if limit != "none":
+    signal.setitimer(signal.ITIMER_REAL, float(limit))
 _, status, usage = os.wait4(pid, 0)
+signal.setitimer(signal.ITIMER_REAL, 0)
 wall = time.monotonic() - start
 with open(report, "w", encoding="utf-8") as out:
     json.dump({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
-               "maxrss_kib": usage.ru_maxrss, "exit": os.waitstatus_to_exitcode(status)}, out)
+               "maxrss_kib": usage.ru_maxrss, "exit": os.waitstatus_to_exitcode(status),
+               "stopped": bool(stopped)}, out)
 """

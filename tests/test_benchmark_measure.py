@@ -26,3 +26,30 @@ def test_the_exit_code_and_the_output_are_kept(tmp_path: Path) -> None:
     usage = run_measured([sys.executable, "-c", code], log=log)
     assert usage.exit_code == 3
     assert log.read_text(encoding="utf-8") == "hello\n"
+
+
+def test_a_command_past_its_time_limit_is_stopped_and_marked(tmp_path: Path) -> None:
+    code = "import time; print('started', flush=True); time.sleep(60)"
+    usage = run_measured([sys.executable, "-c", code], log=tmp_path / "log", limit_seconds=1)
+    assert usage.stopped
+    assert usage.exit_code == -15  # SIGTERM
+    assert 1 <= usage.wall_seconds < 30, usage
+    assert (tmp_path / "log").read_text(encoding="utf-8") == "started\n"
+
+
+def test_a_command_that_ignores_the_stop_is_killed(tmp_path: Path) -> None:
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('deaf', flush=True); time.sleep(120)"
+    )
+    log = tmp_path / "log"
+    usage = run_measured([sys.executable, "-c", code], log=log, limit_seconds=0.5, grace_seconds=1)
+    assert usage.stopped
+    assert usage.exit_code == -9  # SIGKILL, a second after the SIGTERM
+    assert 1.5 <= usage.wall_seconds < 30, usage
+
+
+def test_a_command_within_its_limit_is_not_stopped(tmp_path: Path) -> None:
+    usage = run_measured([sys.executable, "-c", "pass"], log=tmp_path / "log", limit_seconds=60)
+    assert not usage.stopped
+    assert usage.exit_code == 0
