@@ -36,6 +36,8 @@ class Measurement:
     wall_seconds: float
     cpu_seconds: float
     """User plus system time."""
+    system_seconds: float = 0.0
+    """The system (kernel) part of ``cpu_seconds``."""
     peak_rss_bytes: int
     exit_code: int
     stopped: bool = False
@@ -65,6 +67,7 @@ def run_measured(
     return Measurement(
         wall_seconds=usage["wall"],
         cpu_seconds=usage["cpu"],
+        system_seconds=usage["system"],
         peak_rss_bytes=usage["maxrss_kib"] * KIB,
         exit_code=usage["exit"],
         stopped=usage["stopped"],
@@ -93,7 +96,7 @@ _, status, usage = os.wait4(pid, 0)
 signal.setitimer(signal.ITIMER_REAL, 0)
 wall = time.monotonic() - start
 with open(report, "w", encoding="utf-8") as out:
-    json.dump({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
+    json.dump({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "system": usage.ru_stime,
                "maxrss_kib": usage.ru_maxrss, "exit": os.waitstatus_to_exitcode(status),
                "stopped": bool(stopped)}, out)
 """

@@ -104,6 +104,8 @@ class Run:
     tool: str
     wall_seconds: float
     cpu_seconds: float
+    system_seconds: float
+    """The kernel's part of ``cpu_seconds`` (file systems, page cache, sockets)."""
     peak_rss_mib: float
     exit_code: int
     work: float
@@ -296,6 +298,7 @@ class Bench:
                 tool=tool,
                 wall_seconds=round(wall, 3),
                 cpu_seconds=round(measurement.cpu_seconds, 3),
+                system_seconds=round(measurement.system_seconds, 3),
                 peak_rss_mib=round(measurement.peak_rss_bytes / MIB, 1),
                 exit_code=measurement.exit_code,
                 work=work,

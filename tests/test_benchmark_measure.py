@@ -53,3 +53,17 @@ def test_a_command_within_its_limit_is_not_stopped(tmp_path: Path) -> None:
     usage = run_measured([sys.executable, "-c", "pass"], log=tmp_path / "log", limit_seconds=60)
     assert not usage.stopped
     assert usage.exit_code == 0
+
+
+def test_system_time_is_reported_as_part_of_the_cpu_time(tmp_path: Path) -> None:
+    # Half a second of system calls: reading /dev/zero in small blocks.
+    code = (
+        "import os, time\n"
+        "fd = os.open('/dev/zero', os.O_RDONLY)\n"
+        "end = time.process_time() + 0.5\n"
+        "while time.process_time() < end:\n"
+        "    os.read(fd, 1)\n"
+    )
+    usage = run_measured([sys.executable, "-c", code], log=tmp_path / "log")
+    assert usage.exit_code == 0
+    assert 0 < usage.system_seconds < usage.cpu_seconds

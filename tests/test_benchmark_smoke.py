@@ -69,6 +69,7 @@ def test_tiny_benchmark_measures_every_case_including_verify(tmp_path: Path) -> 
         assert run["exit_code"] == 0, run
         assert run["wall_seconds"] > 0, run
         assert run["cpu_seconds"] > 0, run
+        assert 0 <= run["system_seconds"] <= run["cpu_seconds"], run
         assert run["peak_rss_mib"] > 1, run
         assert isinstance(run["rate"], float), run
     ceilings = {r["case"]: r for r in runs if r["tool"] == "ceiling"}
