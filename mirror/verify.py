@@ -42,6 +42,8 @@ import asyncio
 import concurrent.futures
 import functools
 import hashlib
+import heapq
+import itertools
 import json
 import logging
 import os
@@ -113,6 +115,13 @@ _SEQUENTIAL: int | None = getattr(os, "POSIX_FADV_SEQUENTIAL", None)
 # Hash jobs in flight per worker thread: enough to keep every thread busy while the
 # main thread reads the next page of rows, few enough that memory stays flat.
 _IN_FLIGHT_PER_WORKER = 4
+# Files the hashing looks ahead over to start the largest first: a big file then does
+# not start last and leave one thread reading alone at the end. Cold, on the
+# benchmark's large files (178 files, 1 MiB-500 MiB), a bare read-and-hash averaged
+# 1.21 s largest first against 1.53 s in path order, and `mirror verify` 1.96 s
+# against 2.10 s (four runs each; the machine is noisy). Bounded, so memory stays flat
+# on a mirror of millions of files, where the order matters less.
+_LOOKAHEAD_FILES = 4096
 _PAGE_NAMES = {"html": ("index.html", "index.v1_html"), "json": ("index.v1_json",)}
 
 
@@ -267,7 +276,7 @@ class _Checker:
         with concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="verify"
         ) as pool:
-            for expected in self._expected_files():
+            for expected in _largest_first(self._expected_files(), _LOOKAHEAD_FILES):
                 window[pool.submit(_inspect, self._web / expected.path, expected.size)] = expected
                 if len(window) >= workers * _IN_FLIGHT_PER_WORKER:
                     done, _ = concurrent.futures.wait(
@@ -500,6 +509,21 @@ _ROOT_PAGES = {"html": "simple/index.html", "json": "simple/index.v1_json"}
 
 # (size, sha256) of a file on disk; None when it is missing.
 _Seen = tuple[int, str] | None
+
+
+def _largest_first(files: Iterable[_Expected], lookahead: int) -> Iterator[_Expected]:
+    """``files``, each once, the largest of the next ``lookahead`` always first (all of
+    them sorted, largest first, when there are no more than ``lookahead``)."""
+    order = itertools.count()
+    heap: list[tuple[int, int, _Expected]] = []
+    for expected in files:
+        entry = (-expected.size, next(order), expected)
+        if len(heap) < lookahead:
+            heapq.heappush(heap, entry)
+        else:
+            yield heapq.heappushpop(heap, entry)[2]
+    while heap:
+        yield heapq.heappop(heap)[2]
 
 
 def _inspect(path: Path, expected_size: int) -> _Seen:
