@@ -43,6 +43,8 @@ def test_tiny_benchmark_measures_every_case_including_verify(tmp_path: Path) -> 
             "tiny",
             "--no-bandersnatch",
             "--warm-cache",
+            "--verify-rounds",
+            "2",
             "--output",
             str(output),
             "--workdir",
@@ -75,6 +77,9 @@ def test_tiny_benchmark_measures_every_case_including_verify(tmp_path: Path) -> 
     ceilings = {r["case"]: r for r in runs if r["tool"] == "ceiling"}
     assert set(ceilings) == {"large-files", "verify"}, "a download and a read ceiling"
     assert ceilings["verify"]["rate_unit"] == "GB/s"
+    verify_runs = [r for r in runs if r["case"] == "verify"]
+    assert len(verify_runs) == 2, "one recorded run per tool, whatever the rounds"
+    assert all("median of 2 runs" in r["note"] for r in verify_runs), verify_runs
     assert all(ceiling["rate"] > 0 for ceiling in ceilings.values())
     incremental = next(r for r in runs if r["case"] == "incremental")
     assert incremental["correct"] is True, incremental["note"]
