@@ -323,8 +323,9 @@ class Bench:
         note = f"{up.ready.files} files, {megabytes:.1f} MB"
         ours = self.mirror_sync(self.workdir / "large-mirror", up.ready.upstream)
         self.record("large-files", MIRROR, ours, work=megabytes, unit="MB/s", note=note)
+        # As many downloads at a time as the tools have projects in flight.
         argv = [sys.executable, "-m", "benchmarks.ceiling", up.ready.control]
-        argv.append(str(self.workdir / "large-ceiling"))
+        argv += [str(self.workdir / "large-ceiling"), "--concurrency", str(self.workers)]
         ceiling = run_measured(argv, log=self.log, cwd=REPO)
         self.record("large-files", CEILING, ceiling, work=megabytes, unit="MB/s", note=note)
         theirs = self.bandersnatch_sync(self.workdir / "large-bander", up.ready.upstream)
