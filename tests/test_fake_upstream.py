@@ -897,3 +897,47 @@ async def test_upload_times_default_to_journal_time_and_can_be_given(
     ]
     _, body = await get(session, f"{fake.base_url}/simple/t/", JSON_TYPE)
     assert b'"upload-time":"2020-05-17T12:00:00Z"' in body, "no fraction when it is zero"
+
+
+async def test_spilled_files_are_sent_from_the_directory_byte_for_byte(
+    fake: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    fake.add_file("blob", "1.0", "blob-1.0-py3-none-any.whl", b"wheel bytes", metadata=b"meta")
+    fake.spill_files(tmp_path)
+    url = fake.file_url("blob", "blob-1.0-py3-none-any.whl")
+    (spilled,) = tmp_path.rglob("*.whl")
+    assert url.endswith(spilled.relative_to(tmp_path).as_posix())
+    assert spilled.read_bytes() == b"wheel bytes"
+    assert Path(f"{spilled}.metadata").read_bytes() == b"meta"
+    # What is served is the file on disk, not the copy in memory.
+    spilled.write_bytes(b"WHEEL BYTES")
+    resp, body = await get(session, url)
+    assert (resp.status, body) == (200, b"WHEEL BYTES")
+    assert resp.headers["Content-Type"] == "application/octet-stream"
+    assert resp.headers["Cache-Control"] == "max-age=365000000, immutable, public"
+    _, body = await get(session, f"{url}.metadata")
+    assert body == b"meta"
+
+
+async def test_what_spilling_leaves_to_memory_is_answered_as_before(
+    fake: FakeUpstream, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    fake.add_file("blob", "1.0", "blob-1.0.tar.gz", b"0123456789")
+    fake.add_file("blob", "1.0", "blob-1.0.zip", b"original")
+    fake.spill_files(tmp_path)
+    for spilled in tmp_path.rglob("blob-*"):
+        spilled.write_bytes(b"from disk!")
+    fake.add_file("later", "1.0", "later-1.0.tar.gz", b"published after")
+    fake.corrupt_file("blob", "blob-1.0.zip")
+
+    _, body = await get(session, fake.file_url("later", "later-1.0.tar.gz"))
+    assert body == b"published after"
+    _, body = await get(session, fake.file_url("blob", "blob-1.0.zip"))
+    assert body not in {b"original", b"from disk!"}
+    assert len(body) == len(b"original")
+    async with session.get(
+        fake.file_url("blob", "blob-1.0.tar.gz"), headers={"Range": "bytes=2-4"}
+    ) as resp:
+        assert (resp.status, await resp.read()) == (206, b"234")
+    resp, _ = await get(session, f"{fake.base_url}/packages/aa/bb/cc/nothing.tar.gz")
+    assert resp.status == 404
