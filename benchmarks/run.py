@@ -63,8 +63,9 @@ class Preset:
     scale_projects: int
     scale_behind: int
     """Serials the "behind" sync of the scale case starts behind."""
-    verify_rounds: int = 3
-    """Cold runs of each verify (rotating which goes first); the median is recorded."""
+    rounds: int = 3
+    """Runs of each tool in the large-files and verify cases (rotating which goes
+    first); the median is recorded."""
     bandersnatch_limit_seconds: float | None = None
     """Stop bandersnatch's many-small-projects syncs after this long and count the
     projects it finished (its todo file makes a first sync quadratic)."""
@@ -73,7 +74,7 @@ class Preset:
 PRESETS = {
     "tiny": Preset(
         large_factor=0.001,
-        verify_rounds=1,
+        rounds=1,
         small_projects=(10, 50),
         incremental_base=30,
         incremental_changes=20,
@@ -317,20 +318,61 @@ class Bench:
     # --- cases -------------------------------------------------------------------
 
     def large_files(self) -> None:
-        """Large files: MB/s of mirror, the ceiling and bandersnatch."""
+        """Large files: MB/s of mirror, the ceiling and bandersnatch, each syncing into
+        an empty directory ``rounds`` times in a rotating order (see :meth:`verify`
+        for why); the median run is recorded. The page cache is flushed before each
+        run, so no tool pays for another's writes (bandersnatch does not fsync)."""
         up = self.large_upstream()
         megabytes = up.ready.bytes / MB
         note = f"{up.ready.files} files, {megabytes:.1f} MB"
-        ours = self.mirror_sync(self.workdir / "large-mirror", up.ready.upstream)
-        self.record("large-files", MIRROR, ours, work=megabytes, unit="MB/s", note=note)
-        # As many downloads at a time as the tools have projects in flight.
-        argv = [sys.executable, "-m", "benchmarks.ceiling", up.ready.control]
-        argv += [str(self.workdir / "large-ceiling"), "--concurrency", str(self.workers)]
-        ceiling = run_measured(argv, log=self.log, cwd=REPO)
-        self.record("large-files", CEILING, ceiling, work=megabytes, unit="MB/s", note=note)
-        theirs = self.bandersnatch_sync(self.workdir / "large-bander", up.ready.upstream)
-        self.record("large-files", BANDERSNATCH, theirs, work=megabytes, unit="MB/s")
+        upstream = up.ready.upstream
+
+        def mirror() -> Sample:
+            measured = self.mirror_sync(_emptied(self.workdir / "large-mirror"), upstream)
+            return Sample(tool=MIRROR, measurement=measured, work=megabytes, note=note)
+
+        def ceiling() -> Sample:
+            # As many downloads at a time as the tools have projects in flight.
+            argv = [sys.executable, "-m", "benchmarks.ceiling", up.ready.control]
+            destination = _emptied(self.workdir / "large-ceiling")
+            argv += [str(destination), "--concurrency", str(self.workers)]
+            measured = run_measured(argv, log=self.log, cwd=REPO)
+            return Sample(tool=CEILING, measurement=measured, work=megabytes, note=note)
+
+        def theirs() -> Sample:
+            measured = self.bandersnatch_sync(_emptied(self.workdir / "large-bander"), upstream)
+            assert measured is not None
+            return Sample(tool=BANDERSNATCH, measurement=measured, work=megabytes)
+
+        tools = [mirror, ceiling] + ([theirs] if self.script is not None else [])
+        self._record_rounds("large-files", "MB/s", tools)
         self._large_synced = True
+
+    def _record_rounds(self, case: str, unit: str, tools: Sequence[Callable[[], Sample]]) -> None:
+        """Run every tool ``rounds`` times, the order rotating from one round to the
+        next, and record each tool's :func:`representative` run."""
+        rounds: dict[str, list[Sample]] = {}
+        for number in range(self.preset.rounds):
+            shift = number % len(tools)
+            for tool in [*tools[shift:], *tools[:shift]]:
+                sample = tool()
+                rounds.setdefault(sample.tool, []).append(sample)
+        for samples in rounds.values():
+            chosen = representative(samples)
+            note = chosen.note
+            if len(samples) > 1:
+                walls = ", ".join(f"{s.measurement.wall_seconds:.2f}" for s in samples)
+                note = f"{note}; " if note else ""
+                note += f"median of {len(samples)} runs ({walls} s)"
+            self.record(
+                case,
+                chosen.tool,
+                chosen.measurement,
+                work=chosen.work,
+                unit=unit,
+                correct=chosen.correct,
+                note=note,
+            )
 
     def small_projects(self) -> None:
         """Many small projects at two sizes: projects/s."""
@@ -421,7 +463,7 @@ class Bench:
     def verify(self) -> None:
         """Verify the large-files mirrors: GB/s of ``mirror verify``, the read ceiling
         and ``bandersnatch verify``, each from a cold page cache when the kernel lets us
-        drop it, each run ``verify_rounds`` times in a rotating order; the median run
+        drop it, each run ``rounds`` times in a rotating order; the median run
         is recorded.
 
         Why rounds: on this VM the first cold read after the large-files syncs was
@@ -444,35 +486,15 @@ class Bench:
         if not self._large_synced:
             self.large_files()
         up = self.large_upstream()
-        tools: list[Callable[[], VerifyRun]] = [self._verify_mirror, self._verify_ceiling]
+        tools: list[Callable[[], Sample]] = [self._verify_mirror, self._verify_ceiling]
         if self.script is not None:
             names = up.get("/names")
             assert isinstance(names, list)
             seed_bandersnatch_json(self.workdir / "large-bander", up.ready.upstream, names)
             tools.append(functools.partial(self._verify_bandersnatch, up.ready.upstream))
-        rounds: dict[str, list[VerifyRun]] = {}
-        for number in range(self.preset.verify_rounds):
-            shift = number % len(tools)
-            for tool in tools[shift:] + tools[:shift]:
-                run = tool()
-                rounds.setdefault(run.tool, []).append(run)
-        for runs in rounds.values():
-            chosen = representative(runs)
-            note = chosen.note
-            if len(runs) > 1:
-                walls = ", ".join(f"{run.measurement.wall_seconds:.2f}" for run in runs)
-                note = f"{note}; median of {len(runs)} runs ({walls} s)"
-            self.record(
-                "verify",
-                chosen.tool,
-                chosen.measurement,
-                work=chosen.gigabytes,
-                unit="GB/s",
-                correct=chosen.correct,
-                note=note,
-            )
+        self._record_rounds("verify", "GB/s", tools)
 
-    def _verify_mirror(self) -> VerifyRun:
+    def _verify_mirror(self) -> Sample:
         ours_dir = self.workdir / "large-mirror"
         ours_bytes = tree_bytes(ours_dir / "web" / "packages")
         report = self.workdir / "verify-mirror.json"
@@ -480,27 +502,27 @@ class Bench:
         cold = self.drop_caches and drop_page_cache()
         argv = [sys.executable, "-m", "mirror", "verify", "-c", str(ours_dir.with_suffix(".conf"))]
         ours = run_measured([*argv, "-q", "--json"], log=report, cwd=REPO)
-        return VerifyRun(
+        return Sample(
             tool=MIRROR,
             measurement=ours,
-            gigabytes=ours_bytes / GB,
+            work=ours_bytes / GB,
             correct=ours.exit_code == 0,
             note=f"{_verify_note(report, ours_bytes)}; {_cache_note(cold)}",
         )
 
-    def _verify_ceiling(self) -> VerifyRun:
+    def _verify_ceiling(self) -> Sample:
         packages = self.workdir / "large-mirror" / "web" / "packages"
         cold = self.drop_caches and drop_page_cache()
         argv = [sys.executable, "-m", "benchmarks.readceiling", str(packages)]
-        return VerifyRun(
+        return Sample(
             tool=CEILING,
             measurement=run_measured(argv, log=self.log, cwd=REPO),
-            gigabytes=tree_bytes(packages) / GB,
+            work=tree_bytes(packages) / GB,
             correct=None,
             note=f"read and sha256 of the same files, nothing else; {_cache_note(cold)}",
         )
 
-    def _verify_bandersnatch(self, upstream: str) -> VerifyRun:
+    def _verify_bandersnatch(self, upstream: str) -> Sample:
         assert self.script is not None
         theirs_dir = self.workdir / "large-bander"
         theirs_bytes = tree_bytes(theirs_dir / "web" / "packages")
@@ -520,10 +542,10 @@ class Bench:
             bench_log.write(text)
         # A clean mirror needs no download; a bad file is only logged (exit code 0).
         clean = "No files would be downloaded" in text
-        return VerifyRun(
+        return Sample(
             tool=BANDERSNATCH,
             measurement=theirs,
-            gigabytes=theirs_bytes / GB,
+            work=theirs_bytes / GB,
             correct=clean,
             note=(
                 f"{theirs_bytes / MB:.1f} MB, "
@@ -534,17 +556,18 @@ class Bench:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class VerifyRun:
-    """One measured verify (or read ceiling) of a large-files tree."""
+class Sample:
+    """One measured run of a tool in a case measured in rounds."""
 
     tool: str
     measurement: Measurement
-    gigabytes: float
-    correct: bool | None
-    note: str
+    work: float
+    """As :attr:`Run.work`."""
+    correct: bool | None = None
+    note: str = ""
 
 
-def representative(runs: Sequence[VerifyRun]) -> VerifyRun:
+def representative(runs: Sequence[Sample]) -> Sample:
     """The run to record for one tool: the first that failed (exit code, or did not
     find the mirror clean), so a failure is never hidden by a good run; otherwise the
     median by wall time (the upper median of an even count)."""
@@ -553,6 +576,15 @@ def representative(runs: Sequence[VerifyRun]) -> VerifyRun:
         return failed[0]
     ordered = sorted(runs, key=lambda r: r.measurement.wall_seconds)
     return ordered[len(ordered) // 2]
+
+
+def _emptied(directory: Path) -> Path:
+    """``directory`` with whatever an earlier round left in it removed, after the page
+    cache is flushed (so the next run does not pay for earlier writes)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.sync()
+    return directory
 
 
 def tree_bytes(root: Path) -> int:
@@ -779,11 +811,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="projects in flight, for both tools (1-10)",
     )
     parser.add_argument(
-        "--verify-rounds",
+        "--rounds",
         type=int,
         metavar="N",
-        help="cold runs of each verify, in a rotating order; the median is recorded "
-        "(default: 3, 1 at tiny scale)",
+        help="runs of each tool in the large-files and verify cases, in a rotating "
+        "order; the median is recorded (default: 3, 1 at tiny scale)",
     )
     parser.add_argument(
         "--bandersnatch-limit",
@@ -808,10 +840,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout) -> int:
     preset = PRESETS[args.scale]
     if args.large_factor is not None:
         preset = Preset(**{**asdict(preset), "large_factor": args.large_factor})
-    if args.verify_rounds is not None:
-        if args.verify_rounds < 1:
-            raise SystemExit("--verify-rounds must be at least 1")
-        preset = Preset(**{**asdict(preset), "verify_rounds": args.verify_rounds})
+    if args.rounds is not None:
+        if args.rounds < 1:
+            raise SystemExit("--rounds must be at least 1")
+        preset = Preset(**{**asdict(preset), "rounds": args.rounds})
     if args.bandersnatch_limit is not None:
         limit = args.bandersnatch_limit or None
         preset = Preset(**{**asdict(preset), "bandersnatch_limit_seconds": limit})

@@ -1,18 +1,17 @@
-"""Which of a tool's verify runs the benchmark records: the median, unless one failed."""
+"""Which of a tool's runs in a case measured in rounds (large files, verify) the
+benchmark records: the median, unless one failed."""
 
 from __future__ import annotations
 
 from benchmarks.measure import Measurement
-from benchmarks.run import VerifyRun, representative
+from benchmarks.run import Sample, representative
 
 
-def run(wall: float, *, exit_code: int = 0, correct: bool | None = True) -> VerifyRun:
+def run(wall: float, *, exit_code: int = 0, correct: bool | None = True) -> Sample:
     measurement = Measurement(
         wall_seconds=wall, cpu_seconds=1.0, peak_rss_bytes=1 << 25, exit_code=exit_code
     )
-    return VerifyRun(
-        tool="mirror", measurement=measurement, gigabytes=2.0, correct=correct, note=f"{wall}"
-    )
+    return Sample(tool="mirror", measurement=measurement, work=2.0, correct=correct, note=f"{wall}")
 
 
 def test_the_median_run_by_wall_time_is_recorded() -> None:
