@@ -444,10 +444,10 @@ class SlowUpstream(FakeUpstream):
         super().__init__()
         self.release = asyncio.Event()
 
-    # A stalled answer is a StreamResponse, which the fake's handlers never return.
-    async def _handle_package(self, request: web.Request) -> web.StreamResponse:  # type: ignore[override]
+    async def _handle_package(self, request: web.Request) -> web.StreamResponse:
         answer = await super()._handle_package(request)
-        body = answer.body
+        # Nothing is spilled here (no spill_files), so a file is a web.Response.
+        body = answer.body if isinstance(answer, web.Response) else None
         if answer.status != 200 or not isinstance(body, bytes):
             return answer
         stalled = web.StreamResponse(headers={"Content-Length": str(len(body))})
