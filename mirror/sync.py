@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import json
 import logging
 import posixpath
 import time
@@ -48,6 +47,7 @@ from mirror.simple import (
     root_pages_chunks,
 )
 from mirror.state import (
+    FILTERS_META_KEY,
     ROOT_HTML_META_KEY,
     UNFINISHED_META_KEY,
     ProjectRow,
@@ -64,16 +64,10 @@ logger = logging.getLogger(__name__)
 
 PageFormat = Literal["html", "json"]
 
-NEEDS_META_KEY = "filters_dependencies"
-"""State meta key holding the dependency closure (JSON ``{project: [specifiers]}``)."""
 _MAX_CLOSURE_ROUNDS = 20
 
 _QUEUED_ITEMS = 1_000
 """Todo items handed to the workers ahead of them (the rest stay in the state store)."""
-
-FILTERS_META_KEY = "filters_fingerprint"
-"""State meta key holding :attr:`FilterSet.fingerprint` of the last reconciled run."""
-
 
 MAX_UNSIZED_FILE_BYTES = 64 * 1024 * 1024
 """Largest download whose size upstream does not advertise (a PEP 658 ``.metadata``
@@ -364,14 +358,8 @@ class Syncer:
         dependencies = true``)."""
         if self._options.filters.marker_environments() is None:
             return
-        raw = await asyncio.to_thread(self._state.get_meta, NEEDS_META_KEY)
-        try:
-            loaded = json.loads(raw) if raw is not None else {}
-            needs = {NormalizedName(k): tuple(map(str, v)) for k, v in loaded.items()}
-        except (ValueError, AttributeError, TypeError):
-            # Derived data: the closure is found again after this run's syncs.
-            logger.warning("ignoring an unreadable dependency closure in the state store")
-            needs = {}
+        # An unreadable stored closure reads as none: it is found again after the syncs.
+        needs = await asyncio.to_thread(self._state.dependency_needs)
         self._needs = needs
         self._filters = self._options.filters.with_needs(needs)
 
@@ -395,7 +383,7 @@ class Syncer:
                 if needs.get(name) != self._needs.get(name)
             )
             logger.info("dependencies: %d project(s) needed, %d changed", len(needs), len(changed))
-            await asyncio.to_thread(self._state.set_meta, NEEDS_META_KEY, json.dumps(needs))
+            await asyncio.to_thread(self._state.set_dependency_needs, needs)
             self._needs = needs
             self._filters = self._options.filters.with_needs(needs)
             # Queued, so that one failing now is retried by later runs.

@@ -15,7 +15,7 @@ from mirror.errors import ConfigError
 from mirror.filters import FilterSet, load_filters
 from mirror.filters.dependencies import is_needed, merge, needs_of, requires_dist
 from mirror.filters.lists import AllowlistFilter
-from mirror.sync import NEEDS_META_KEY
+from mirror.state import NEEDS_META_KEY
 from mirror.testing import FakeUpstream, make_wheel
 from tests.clients import pip_install
 from tests.harness import MirrorRunner

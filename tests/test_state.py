@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import sqlite3
@@ -13,10 +14,10 @@ from typing import cast
 import pytest
 from packaging.utils import NormalizedName
 
-from mirror import state as state_module
 from mirror.errors import StateError
 from mirror.models import PackagePath, Serial
 from mirror.state import (
+    NEEDS_META_KEY,
     ROOT_HTML_META_KEY,
     SCHEMA_VERSION,
     STATE_NAME,
@@ -26,6 +27,8 @@ from mirror.state import (
     TodoItem,
     Totals,
 )
+from mirror.state import inventory as inventory_module
+from mirror.state import queue as queue_module
 
 SHA_A = "a" * 64
 SHA_M = "c" * 64
@@ -236,7 +239,7 @@ def test_due_honours_next_attempt_order_and_limit(store: StateStore) -> None:
 def test_due_pages_come_a_page_at_a_time_and_skip_what_left_meanwhile(
     store: StateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(state_module, "_DUE_PAGE_ROWS", 2)
+    monkeypatch.setattr(queue_module, "_DUE_PAGE_ROWS", 2)
     store.enqueue({name(n): Serial(1) for n in "edcbagf"}, now=10.0)
     store.record_failure(name("f"), error="boom", next_attempt=50.0)
     assert store.due_count(10.0) == 6
@@ -478,7 +481,7 @@ def test_iter_projects_of_an_empty_store_is_empty(store: StateStore) -> None:
 def test_listing_names_every_project_in_order_past_one_page(
     store: StateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(state_module, "_LISTING_PAGE_ROWS", 7)
+    monkeypatch.setattr(inventory_module, "_LISTING_PAGE_ROWS", 7)
     names = [f"p{i:03d}" for i in range(20)]
     for serial, raw in enumerate(reversed(names), start=1):
         commit(store, raw, serial, [])
@@ -540,3 +543,20 @@ def test_record_files_records_every_file_in_one_call_and_clears_their_garbage(
     store.record_files([wheel, sdist])
     assert store.project_files(name("demo")) == {wheel.path: wheel, sdist.path: sdist}
     assert store.garbage() == []
+
+
+def test_the_dependency_closure_is_stored_as_json_and_read_back_typed(store: StateStore) -> None:
+    assert store.dependency_needs() == {}
+    store.set_dependency_needs({name("lib"): (">=2", "<4"), name("deep"): ("",)})
+    assert store.dependency_needs() == {"lib": (">=2", "<4"), "deep": ("",)}
+    # The stored form is what earlier mirrors wrote and read: JSON {project: [specifiers]}.
+    assert json.loads(store.get_meta(NEEDS_META_KEY) or "") == {"lib": [">=2", "<4"], "deep": [""]}
+
+
+@pytest.mark.parametrize("raw", ["not json", "[1]", '{"lib": 5}'])
+def test_an_unreadable_dependency_closure_reads_as_none_with_a_warning(
+    store: StateStore, raw: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.set_meta(NEEDS_META_KEY, raw)
+    assert store.dependency_needs() == {}
+    assert "ignoring an unreadable dependency closure" in caplog.text

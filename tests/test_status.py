@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from mirror import state as state_module
 from mirror.cli import main
 from mirror.config import Config
 from mirror.errors import StateError, StorageError
 from mirror.models import Serial
 from mirror.state import SCHEMA_VERSION, RunRecord, StateStore, Totals
+from mirror.state import inventory as inventory_module
+from mirror.state import schema as schema_module
 from mirror.status import (
     read_status,
     recount_store,
@@ -212,7 +213,7 @@ async def test_recount_ignores_files_waiting_for_garbage_collection(mirrored: Mi
 def test_migration_from_version_1_keeps_data_and_seeds_the_counters(tmp_path: Path) -> None:
     path = tmp_path / "mirror.db"
     connection = sqlite3.connect(path)
-    connection.executescript(state_module._DDL)
+    connection.executescript(schema_module._DDL)
     connection.executescript(
         "INSERT INTO meta VALUES ('schema_version', '1'), ('mirror_serial', '42');"
         "INSERT INTO projects VALUES ('a', 'A', 40, 'active', 2, 300),"
@@ -321,7 +322,7 @@ async def test_run_status_plain_text_has_no_history_or_audit(mirrored: MirrorRun
 async def test_recount_pages_through_many_files(
     mirrored: MirrorRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(state_module, "_PAGE_ROWS", 2)
+    monkeypatch.setattr(inventory_module, "_PAGE_ROWS", 2)
     with mirrored.state() as state:
         paths = [stored.path for stored in state.iter_files()]
         report = recount_store(state, mirrored.web)

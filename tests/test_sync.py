@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from mirror import state as state_module
 from mirror import sync as sync_module
 from mirror.errors import StorageError
 from mirror.state import UNFINISHED_META_KEY
+from mirror.state import queue as queue_module
 from mirror.storage import FileSystemStorage, StoredBlob
 from mirror.sync import SyncOptions
 from mirror.testing import FakeUpstream, RawAnswer, make_wheel
@@ -79,7 +79,7 @@ async def test_first_sync_mirrors_everything_upstream_lists(
 async def test_a_queue_longer_than_a_page_is_worked_through_a_page_at_a_time(
     upstream: FakeUpstream, runner: MirrorRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(state_module, "_DUE_PAGE_ROWS", 2)
+    monkeypatch.setattr(queue_module, "_DUE_PAGE_ROWS", 2)
     monkeypatch.setattr(sync_module, "_QUEUED_ITEMS", 1)
     for n in range(7):
         upstream.add_release(f"p{n}", "1.0", wheel=False)

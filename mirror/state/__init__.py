@@ -1,0 +1,44 @@
+"""The state store: what the mirror holds and what it still owes, in one SQLite file.
+
+The store keeps the mirror serial, a row per committed project (serial, status, file
+count, bytes), a row per verified file on disk, the todo / retry queue, the garbage
+list (paths dropped from the state whose files may still be on disk) and the history
+of runs. It is what makes the mirror cheap: size and serial are known without walking
+the tree, the root index comes from the project rows, an interrupted run resumes from
+the todo table and a failing project backs off on its own.
+
+The store is synchronous: the sync engine calls it from a worker thread. The package
+is split by concern (``docs/architecture.md``): :mod:`~mirror.state.core` (connection,
+lock, transactions, migrations), :mod:`~mirror.state.schema`,
+:mod:`~mirror.state.keys` (every meta key), :mod:`~mirror.state.records`,
+:mod:`~mirror.state.meta`, :mod:`~mirror.state.inventory`,
+:mod:`~mirror.state.queue`, :mod:`~mirror.state.history`, and
+:mod:`~mirror.state.store`, whose :class:`StateStore` is all of them on one
+connection. Import from here.
+"""
+
+from mirror.state.core import STATE_NAME
+from mirror.state.keys import (
+    FILTERS_META_KEY,
+    NEEDS_META_KEY,
+    ROOT_HTML_META_KEY,
+    UNFINISHED_META_KEY,
+)
+from mirror.state.records import ProjectRow, RunRecord, StoredFile, TodoItem, Totals
+from mirror.state.schema import SCHEMA_VERSION
+from mirror.state.store import StateStore
+
+__all__ = [
+    "FILTERS_META_KEY",
+    "NEEDS_META_KEY",
+    "ROOT_HTML_META_KEY",
+    "SCHEMA_VERSION",
+    "STATE_NAME",
+    "UNFINISHED_META_KEY",
+    "ProjectRow",
+    "RunRecord",
+    "StateStore",
+    "StoredFile",
+    "TodoItem",
+    "Totals",
+]

@@ -1,0 +1,40 @@
+"""The keys of the state store's ``meta`` table, each named and explained once.
+
+The store keeps :data:`SCHEMA_KEY` and :data:`SERIAL_KEY` itself (they are
+:data:`RESERVED_KEYS`); the others belong to the sync run and to ``mirror verify``,
+which read and write them through :class:`~mirror.state.StateStore`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+SCHEMA_KEY: Final = "schema_version"
+"""The schema version of the database (see :data:`mirror.state.schema.SCHEMA_VERSION`)."""
+
+SERIAL_KEY: Final = "mirror_serial"
+"""The mirror serial: every upstream change up to it is applied or queued. It moves
+only with :meth:`~mirror.state.StateStore.enqueue`."""
+
+RESERVED_KEYS: Final = frozenset({SCHEMA_KEY, SERIAL_KEY})
+"""Keys only the store itself writes."""
+
+UNFINISHED_META_KEY: Final = "run_unfinished"
+"""Set (non-empty) while a run is under way and cleared once it has written the root
+index and collected its garbage; found set, the last run was killed (or failed)
+part-way, or ``mirror verify --repair`` asks for the root index again."""
+
+ROOT_HTML_META_KEY: Final = "root_html_current"
+"""The simple API version of the HTML root index on disk while that page names exactly
+the committed projects under their display names. A commit that adds a project or
+changes a display name, and a removal, clear it in their own transaction; a sync sets
+it once it has rewritten the page. The HTML root carries no serial, so a run that only
+brings new releases of known projects leaves it alone."""
+
+FILTERS_META_KEY: Final = "filters_fingerprint"
+""":attr:`~mirror.filters.FilterSet.fingerprint` of the last reconciled run."""
+
+NEEDS_META_KEY: Final = "filters_dependencies"
+"""The dependency closure, JSON ``{project: [specifiers]}``; read and written through
+:meth:`~mirror.state.StateStore.dependency_needs` and
+:meth:`~mirror.state.StateStore.set_dependency_needs`."""

@@ -1,0 +1,112 @@
+"""The frozen records the state store hands out and takes in: a stored file, a
+committed project, a todo item, the totals, a finished run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Self
+
+from packaging.utils import NormalizedName
+
+from mirror.models import PackagePath, Serial
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredFile:
+    """A distribution file verified on disk, and its PEP 658 ``.metadata`` sidecar.
+
+    ``metadata_sha256`` and ``metadata_size`` are set together, when the sidecar
+    (``<path>.metadata``) is on disk and verified, and are both None otherwise.
+    """
+
+    path: PackagePath
+    project: NormalizedName
+    filename: str
+    size: int
+    sha256: str
+    metadata_sha256: str | None = None
+    metadata_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.metadata_sha256 is None) != (self.metadata_size is None):
+            raise ValueError(f"{self.path}: metadata_sha256 and metadata_size must be set together")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProjectRow:
+    """A committed project."""
+
+    name: NormalizedName
+    display_name: str
+    serial: Serial
+    status: str
+    """PEP 792 status: ``active`` unless upstream says otherwise."""
+    file_count: int
+    """Distribution files (``.metadata`` sidecars not counted)."""
+    total_bytes: int
+    """Bytes of the files and their ``.metadata`` sidecars."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TodoItem:
+    """A project the mirror still has to bring up to ``serial``."""
+
+    name: NormalizedName
+    serial: Serial
+    """The serial the project must reach."""
+    display_name: str | None
+    """The display name, when the change source knew it (a listing); else None."""
+    attempts: int
+    """Failed attempts so far."""
+    next_attempt: float
+    """Unix time before which the project is not retried."""
+    last_error: str | None
+
+    @classmethod
+    def fresh(cls, name: NormalizedName) -> Self:
+        """An item for ``name`` named explicitly rather than read from the queue: due at
+        once, never tried, with no serial to reach (``Serial(0)``: whatever upstream
+        serves now)."""
+        return cls(
+            name=name,
+            serial=Serial(0),
+            display_name=None,
+            attempts=0,
+            next_attempt=0.0,
+            last_error=None,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Totals:
+    """What the committed projects add up to."""
+
+    projects: int
+    files: int
+    bytes: int
+    """Bytes of the files and their ``.metadata`` sidecars."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRecord:
+    """One finished sync run: what it did, and the mirror's size when it ended."""
+
+    started: float
+    """Unix time the run started."""
+    finished: float
+    """Unix time the run ended."""
+    ok: bool
+    """True when every project the run attempted is in step."""
+    projects_synced: int
+    projects_removed: int
+    projects_failed: int
+    files_downloaded: int
+    bytes_downloaded: int
+    files_deleted: int
+    serial: Serial | None
+    """The mirror serial at the end of the run."""
+    upstream_serial: Serial | None
+    """Upstream's serial as the run saw it; None when the run did not ask
+    (``--project`` runs)."""
+    totals: Totals
+    """The committed projects' totals at the end of the run."""

@@ -1,0 +1,24 @@
+"""The state store: one object over one SQLite file, made of one class per concern."""
+
+from __future__ import annotations
+
+from mirror.state.history import RunHistory
+from mirror.state.inventory import Inventory
+from mirror.state.meta import Meta
+from mirror.state.queue import TodoQueue
+
+
+class StateStore(Inventory, TodoQueue, RunHistory, Meta):
+    """The mirror's SQLite state store. Open it with :meth:`open`; close it when done.
+
+    Each concern is a class of its own module, all built on the one connection of
+    :class:`~mirror.state.core.StoreCore`: :class:`~mirror.state.inventory.Inventory`
+    (projects, files, totals, garbage), :class:`~mirror.state.queue.TodoQueue` (the
+    todo / retry queue), :class:`~mirror.state.history.RunHistory` (finished runs) and
+    :class:`~mirror.state.meta.Meta` (the mirror serial and named values). A write
+    that spans concerns (a commit settles the project's todo item) is one transaction
+    of the concern that owns it.
+
+    Safe to call from several threads (calls are serialised). Every method raises
+    StateError when SQLite fails; a failed write leaves nothing of itself behind.
+    """
