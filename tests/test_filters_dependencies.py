@@ -11,9 +11,9 @@ import pytest
 from packaging.requirements import Requirement
 
 import mirror.sync as sync_module
+from mirror.closure import is_needed, merge, needs_of, requires_dist
 from mirror.errors import ConfigError
 from mirror.filters import FilterSet, load_filters
-from mirror.filters.dependencies import is_needed, merge, needs_of, requires_dist
 from mirror.filters.lists import AllowlistFilter
 from mirror.state import NEEDS_META_KEY
 from mirror.testing import FakeUpstream, make_wheel

@@ -175,7 +175,7 @@ async def test_project_size_and_file_filters_apply_before_downloading(
             "max_package_size = 1 MiB"
         ),
     )
-    with caplog.at_level(logging.DEBUG, logger="mirror.sync"):
+    with caplog.at_level(logging.DEBUG, logger="mirror.project"):
         report = await runner.sync(projects=["beta"])
     assert report.ok
     assert set(published_files(runner.web, "beta")) == {

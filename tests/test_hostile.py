@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from packaging.utils import NormalizedName
 
-import mirror.sync
+import mirror.fetch
 from mirror.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, main
 from mirror.config import parse_config
 from mirror.errors import ConfigError, MalformedResponseError, UnsafePathError
@@ -173,7 +173,7 @@ async def test_an_unsized_download_stops_at_its_limit(
     good: FakeUpstream, runner: MirrorRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A ``.metadata`` file has no advertised size: it is bounded all the same."""
-    monkeypatch.setattr(mirror.sync, "MAX_UNSIZED_FILE_BYTES", 1024)
+    monkeypatch.setattr(mirror.fetch, "MAX_UNSIZED_FILE_BYTES", 1024)
     path = "/packages/aa/bb/cc/evil-1.0-py3-none-any.whl"
     good.serve_raw(path, RawAnswer(body=PAYLOAD))
     good.serve_raw(f"{path}.metadata", RawAnswer(body=b"M" * 4096))

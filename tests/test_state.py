@@ -64,7 +64,7 @@ def commit(
         display_name=project.title(),
         serial=Serial(serial),
         status="active",
-        keep=keep,
+        delete=store.project_files(name(project)).keys() - set(keep),
     )
 
 
@@ -360,7 +360,7 @@ def test_commit_updates_an_existing_project_row(store: StateStore) -> None:
         display_name="DEMO",
         serial=Serial(11),
         status="archived",
-        keep=[],
+        delete=store.project_files(name("demo")).keys(),
     )
     assert store.project(name("demo")) == ProjectRow(
         name=name("demo"),
@@ -415,7 +415,11 @@ def test_the_html_root_mark_is_cleared_only_when_the_names_change(store: StateSt
     commit(store, "demo", 2, [])
     assert marked(), "the same name at a new serial: the HTML root still lists it right"
     store.commit_project(
-        name=name("demo"), display_name="DEMO", serial=Serial(3), status="active", keep=[]
+        name=name("demo"),
+        display_name="DEMO",
+        serial=Serial(3),
+        status="active",
+        delete=store.project_files(name("demo")).keys(),
     )
     assert not marked(), "a new display name"
     mark()

@@ -510,7 +510,7 @@ async def test_files_left_by_a_run_killed_before_deleting_are_collected(
             display_name="gamma",
             serial=state.project(canonicalize_name("gamma")).serial,  # type: ignore[union-attr]
             status="active",
-            keep=set(),
+            delete=files.keys(),
         )
     assert sorted(garbage) == sorted(files)
     report = await mirrored.sync()

@@ -5,20 +5,18 @@ allowed project requires, on the target environments (``python_versions``,
 ``platforms``), with the versions those requirements admit, and so on until the set
 stops growing. Requirements come from the ``Requires-Dist`` lines of the PEP 658
 ``.metadata`` files the mirror holds; markers are evaluated for each target
-environment with no extras. The sync engine runs the loop (fetch, read, extend,
-fetch again); this module holds the pure parts.
+environment with no extras. This module parses the targets; ``mirror/closure.py``
+finds the closure and the sync engine runs the loop (fetch, read, extend, fetch
+again).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from email.parser import BytesHeaderParser
 from typing import Final
 
-from packaging.markers import InvalidMarker, UndefinedComparison
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import NormalizedName, canonicalize_name
+from packaging.utils import NormalizedName
 
 from mirror.filters import FilterOptions
 from mirror.filters.platforms import PythonTarget, parse_python_target
@@ -86,53 +84,3 @@ class Targets:
                     }
                 )
         return environments
-
-
-def requires_dist(metadata: bytes) -> list[Requirement]:
-    """The ``Requires-Dist`` requirements of a core metadata file; lines that do not
-    parse are skipped (old uploads carry some)."""
-    message = BytesHeaderParser().parsebytes(metadata)
-    requirements: list[Requirement] = []
-    for line in message.get_all("Requires-Dist") or []:
-        try:
-            requirements.append(Requirement(str(line)))
-        except InvalidRequirement:
-            continue
-    return requirements
-
-
-def is_needed(requirement: Requirement, environments: Sequence[Mapping[str, str]]) -> bool:
-    """Whether ``requirement`` applies on some target environment with no extras.
-    A marker that cannot be evaluated counts as applying: better one project too many
-    than a mirror pip cannot install from."""
-    if requirement.marker is None:
-        return True
-    for environment in environments:
-        try:
-            if requirement.marker.evaluate({**environment, "extra": ""}):
-                return True
-        except (InvalidMarker, UndefinedComparison):
-            return True
-    return False
-
-
-def needs_of(
-    requirements: Iterable[Requirement], environments: Sequence[Mapping[str, str]]
-) -> dict[NormalizedName, set[str]]:
-    """``{project: specifiers}`` of the requirements that apply on a target."""
-    needs: dict[NormalizedName, set[str]] = {}
-    for requirement in requirements:
-        if is_needed(requirement, environments):
-            needs.setdefault(canonicalize_name(requirement.name), set()).add(
-                str(requirement.specifier)
-            )
-    return needs
-
-
-def merge(needs: Mapping[NormalizedName, Iterable[str]]) -> dict[NormalizedName, tuple[str, ...]]:
-    """Frozen, sorted form of ``needs`` (an empty specifier absorbs the others)."""
-    merged: dict[NormalizedName, tuple[str, ...]] = {}
-    for name, specs in sorted(needs.items()):
-        unique = sorted(set(specs))
-        merged[name] = ("",) if "" in unique else tuple(unique)
-    return merged

@@ -175,22 +175,23 @@ class Inventory(StoreCore):
         display_name: str,
         serial: Serial,
         status: str,
-        keep: Collection[PackagePath],
+        delete: Collection[PackagePath],
     ) -> list[PackagePath]:
         """Commit ``name`` at ``serial`` once its pages are written, in one transaction.
 
-        File rows of ``name`` whose path is not in ``keep`` are deleted and their paths
-        (with their ``.metadata`` sidecars) put in the garbage table; the project row
+        The file rows of ``name`` at the paths of ``delete`` (what the plan no longer
+        publishes) are deleted and their paths (with their ``.metadata`` sidecars) put
+        in the garbage table; the project row
         is upserted with the count and bytes of the remaining file rows; the todo
         row goes unless it asks for a newer serial than ``serial`` (a change queued
         meanwhile must survive). Returns the garbage paths this commit added.
         """
-        kept = set(keep)
+        dropped = set(delete)
         with self._transaction() as connection:
             rows = connection.execute(
                 "SELECT path, metadata_sha256 FROM files WHERE project = ?", (name,)
             ).fetchall()
-            garbage = _drop_files(connection, [row for row in rows if row[0] not in kept])
+            garbage = _drop_files(connection, [row for row in rows if row[0] in dropped])
             shown = connection.execute(
                 "SELECT display_name FROM projects WHERE name = ?", (name,)
             ).fetchone()

@@ -1,0 +1,100 @@
+"""What to queue: upstream's changes, the listing and the filters, decided without I/O.
+
+The run reads the changelog (or, on a first sync, the listing), the projects the
+mirror holds and the filters' recorded fingerprint, and asks this module what goes in
+the todo queue and to which serial the mirror advances. Nothing here touches the
+network, the disk or the state store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from packaging.utils import NormalizedName
+
+from mirror.filters import FilterSet
+from mirror.models import ChangelogEntry, Serial
+from mirror.models import changed_projects as fold_changelog
+
+Reconciliation = Literal["current", "record", "requeue"]
+"""What a run does about its filters: nothing (``current``: they are the ones the
+mirror was last reconciled with), record their fingerprint alone (``record``: a mirror
+from before filters existed, unfiltered and still unfiltered), or queue every project
+again (``requeue``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Changes:
+    """What to queue, and the serial the mirror reaches once it is queued."""
+
+    projects: Mapping[NormalizedName, Serial]
+    """``{project: serial to reach}``."""
+    serial: Serial
+
+
+def allowlisted(filters: FilterSet) -> dict[NormalizedName, Serial] | None:
+    """The projects an allowlist names, at serial 0 (any page is fresh enough), in
+    name order; None when the filters admit names they cannot list, and the full
+    listing must be read."""
+    allowed = filters.included_names()
+    if allowed is None:
+        return None
+    return dict.fromkeys(sorted(allowed), Serial(0))
+
+
+def first_sync(
+    listed: Mapping[NormalizedName, Serial],
+    held: Iterable[NormalizedName],
+    *,
+    last_serial: Serial,
+) -> Changes:
+    """A first sync's changes: every listed project, plus those the mirror holds that
+    upstream no longer lists (serial 0: they answer 404 and are removed). The mirror
+    reaches the newest of ``last_serial`` (read before the listing, so that a change
+    landing meanwhile is seen again) and the listed serials."""
+    missing = [name for name in held if name not in listed]
+    projects = {**listed, **dict.fromkeys(missing, Serial(0))} if missing else listed
+    return Changes(projects=projects, serial=Serial(max([last_serial, *projects.values()])))
+
+
+def since(entries: Sequence[ChangelogEntry], serial: Serial) -> Changes:
+    """The changes of changelog ``entries`` read since the mirror's ``serial``: each
+    project at its newest serial; the mirror reaches the newest serial seen."""
+    return Changes(
+        projects=fold_changelog(entries),
+        serial=Serial(max([serial, *(entry.serial for entry in entries)])),
+    )
+
+
+def admitted(
+    projects: Mapping[NormalizedName, Serial], filters: FilterSet
+) -> Mapping[NormalizedName, Serial]:
+    """``projects`` without those the name filters leave out (``projects`` itself
+    when none is: no copy of a first sync's 600,000 names)."""
+    if all(filters.check_name(name) is None for name in projects):
+        return projects
+    return {name: s for name, s in projects.items() if filters.check_name(name) is None}
+
+
+def reconciliation(filters: FilterSet, recorded_fingerprint: str | None) -> Reconciliation:
+    """What to do about ``filters``, given the fingerprint recorded by the last
+    reconciled run (None: none recorded yet)."""
+    if recorded_fingerprint == filters.fingerprint:
+        return "current"
+    if recorded_fingerprint is None and not filters.filters:
+        return "record"
+    return "requeue"
+
+
+def requeued(
+    listed: Mapping[NormalizedName, Serial], held: Iterable[NormalizedName]
+) -> dict[NormalizedName, Serial]:
+    """What a reconciliation queues: the admitted ``listed`` projects (projects a
+    looser filter now admits) and every project the mirror holds (its sync removes,
+    trims or grows it to what the filters keep), those at serial 0."""
+    projects = dict(listed)
+    for name in held:
+        projects.setdefault(name, Serial(0))
+    return projects

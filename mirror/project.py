@@ -1,0 +1,177 @@
+"""One project brought in step: its detail, its plan carried out, its pages, its commit.
+
+The order of effects is what keeps a client from ever seeing a broken mirror (see
+``docs/architecture.md``): verified files land and are recorded first
+(``mirror/fetch.py``), then the pages that link them are replaced atomically, then
+one state transaction commits the project and moves the files the pages no longer
+link to the garbage table, and only then are those files unlinked. What to fetch,
+publish, keep and delete is decided by ``mirror/plan.py``; this module does the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import posixpath
+from collections.abc import Iterable
+from typing import Literal
+
+from packaging.utils import NormalizedName
+
+from mirror.errors import ProjectNotFoundError
+from mirror.fetch import Fetcher
+from mirror.filters import FilterSet
+from mirror.models import PackagePath, ProjectDetail
+from mirror.pages import PageWriter
+from mirror.plan import ProjectPlan, plan_project
+from mirror.report import Tally
+from mirror.state import StateStore, TodoItem
+from mirror.storage import Storage
+from mirror.upstream import Upstream
+
+logger = logging.getLogger(__name__)
+
+
+class ProjectSync:
+    """Syncs (or removes) single projects for one run, counting in ``tally``."""
+
+    def __init__(
+        self,
+        *,
+        upstream: Upstream,
+        storage: Storage,
+        state: StateStore,
+        fetcher: Fetcher,
+        pages: PageWriter,
+        tally: Tally,
+        metadata_source: Literal["simple", "json"],
+        keep_json: bool,
+    ) -> None:
+        self._upstream = upstream
+        self._storage = storage
+        self._state = state
+        self._fetcher = fetcher
+        self._pages = pages
+        self._tally = tally
+        self._metadata_source = metadata_source
+        self._keep_json = keep_json
+
+    async def sync(self, item: TodoItem, filters: FilterSet) -> bool:
+        """Bring one project in step under ``filters``. Returns True when it was
+        removed (404 upstream, or left out by the filters)."""
+        excluded = filters.check_name(item.name)
+        if excluded is not None:
+            await self.remove(item.name, why=f"left out by {excluded}")
+            return True
+        min_serial = item.serial if item.serial > 0 else None
+        try:
+            detail = await self._upstream.project_detail(
+                item.name, min_serial=min_serial, source=self._metadata_source
+            )
+        except ProjectNotFoundError:
+            await self.remove(item.name)
+            return True
+        outcome = filters.apply(detail)
+        for drop in outcome.drops:
+            logger.debug("%s: filters leave out %s", item.name, drop)
+        if outcome.detail is None:
+            await self.remove(item.name, why=f"left out by {outcome.drops[-1]}")
+            return True
+        plan = await self._carry_out_downloads(outcome.detail, item)
+        display_name = plan.display_name or await self._display_name_from_json(item.name)
+        await self._pages.write_project(plan.publish, display_name)
+        if self._keep_json:
+            await self._write_json_api(item.name)
+        detail = outcome.detail
+        garbage = await asyncio.to_thread(
+            lambda: self._state.commit_project(
+                name=item.name,
+                display_name=display_name,
+                serial=detail.serial,
+                status=detail.status.status,
+                delete=plan.delete,
+            )
+        )
+        await self.delete_files(garbage)
+        logger.info(
+            "synced %s at serial %d: %d file(s) listed, %d removed",
+            item.name,
+            detail.serial,
+            len(plan.publish.files),
+            len(garbage),
+        )
+        return False
+
+    async def _carry_out_downloads(self, detail: ProjectDetail, item: TodoItem) -> ProjectPlan:
+        """Plan the project against what is recorded, fetch what the plan fetches,
+        and return the plan the resulting inventory gives (which fetches nothing)."""
+        state = self._state
+
+        def planned() -> ProjectPlan:
+            # One thread hop: what is recorded, the plan, and the garbage notes for
+            # what it fetches, before the first byte lands: a run killed from here on
+            # leaves garbage rows that lead a later run to what it left on disk.
+            row = state.project(detail.name)
+            plan = plan_project(
+                detail,
+                state.project_files(detail.name),
+                queued_display_name=item.display_name,
+                recorded_display_name=row.display_name if row is not None else None,
+            )
+            if plan.fetch:
+                state.expect_files(plan.expected)
+            return plan
+
+        plan = await asyncio.to_thread(planned)
+        if not plan.fetch:
+            return plan
+        recorded = await self._fetcher.fetch(plan)
+        # The display names are the same ones: the queue's and the committed row's.
+        return plan_project(
+            detail,
+            recorded,
+            queued_display_name=item.display_name,
+            recorded_display_name=plan.display_name,
+        )
+
+    async def _display_name_from_json(self, name: NormalizedName) -> str:
+        """The project's name as its author spells it, for a project first seen through
+        ``--project``: PEP 691 pages carry only the normalized name, the JSON API has
+        the other. One extra request, made once per project."""
+        try:
+            detail = await self._upstream.project_detail(name, min_serial=None, source="json")
+        except ProjectNotFoundError:
+            # The JSON API 404s for a project without releases.
+            return name
+        return detail.display_name or name
+
+    async def _write_json_api(self, name: NormalizedName) -> None:
+        """Mirror ``/pypi/<name>/json`` as upstream serves it (``keep_json``)."""
+        try:
+            raw = await self._upstream.project_json_raw(name)
+        except ProjectNotFoundError:
+            # The JSON API 404s for a project without releases; its simple page exists.
+            await self._storage.remove_stale_temps(f"pypi/{name}")
+            await self._storage.delete(f"pypi/{name}/json")
+        else:
+            await self._storage.write_files([(f"pypi/{name}/json", raw)])
+
+    async def remove(self, name: NormalizedName, *, why: str = "gone upstream") -> None:
+        """Upstream no longer has the project: pages go first, then its files."""
+        await self._storage.delete_tree(f"simple/{name}")
+        await self._storage.delete_tree(f"pypi/{name}")
+        garbage = await asyncio.to_thread(self._state.remove_project, name)
+        await self.delete_files(garbage)
+        logger.info("removed %s: %s (%d file(s) deleted)", name, why, len(garbage))
+
+    async def delete_files(self, paths: Iterable[PackagePath]) -> None:
+        """Unlink garbage ``paths`` (and temps beside them), then forget them."""
+        paths = list(paths)
+        for path in paths:
+            # A download killed mid-stream left its temp beside the file; once the
+            # file goes, no sync would ever look in this directory again.
+            await self._storage.remove_stale_temps(posixpath.dirname(path))
+            await self._storage.delete(path)
+        if paths:
+            await asyncio.to_thread(self._state.forget_garbage, paths)
+            self._tally.deleted(len(paths))
