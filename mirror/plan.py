@@ -66,7 +66,8 @@ class ProjectPlan:
     """Recorded files the pages link."""
     delete: frozenset[PackagePath]
     """Recorded files the pages no longer link: the commit drops their rows and the
-    run unlinks them."""
+    run unlinks them. Acted on only in a plan that fetches nothing (the one made
+    from the inventory the downloads left): before, a file being replaced is here."""
     display_name: str | None
     """The project's name as its author spells it, when known without asking
     upstream again (None: the run asks the JSON API before writing pages)."""
