@@ -42,6 +42,7 @@ from mirror.errors import (
     MalformedResponseError,
     MirrorError,
 )
+from mirror.layout import STATE_NAME, WEB_DIR
 from mirror.models import project_name
 
 if TYPE_CHECKING:
@@ -62,8 +63,6 @@ EXIT_ERROR = 4
 EXIT_INTERRUPTED = 130
 
 DEFAULT_CONFIG = Path("/etc/mirror.conf")
-STATE_FILE = "mirror.db"
-WEB_DIR = "web"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -368,7 +367,7 @@ async def _sync(config: Config, projects: list[NormalizedName] | None) -> SyncRe
         raise ConfigError(
             f"cannot create {directory}: {exc.strerror}", section="mirror", key="directory"
         ) from exc
-    with mirror_lock(directory), StateStore.open(directory / STATE_FILE) as state:
+    with mirror_lock(directory), StateStore.open(directory / STATE_NAME) as state:
         settings = UpstreamSettings.from_config(
             config, max_connections=max(config.download_concurrency, config.workers) + 2
         )
@@ -383,8 +382,10 @@ async def _sync(config: Config, projects: list[NormalizedName] | None) -> SyncRe
             metrics_file=config.metrics_file,
             filters=filters_of(config),
         )
-        storage = FileSystemStorage(directory / WEB_DIR)
-        async with Upstream(settings) as upstream:
+        async with (
+            FileSystemStorage(directory / WEB_DIR) as storage,
+            Upstream(settings) as upstream,
+        ):
             syncer = Syncer(
                 upstream=upstream,
                 storage=storage,

@@ -10,10 +10,9 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from mirror.errors import LockedError, StorageError
+from mirror.layout import lock_path
 
 logger = logging.getLogger(__name__)
-
-LOCK_NAME = ".lock"
 
 
 @contextmanager
@@ -23,7 +22,7 @@ def mirror_lock(directory: Path) -> Iterator[None]:
     Raises LockedError at once (no waiting) when another process holds it, and
     StorageError when the lock file cannot be created.
     """
-    path = directory / LOCK_NAME
+    path = lock_path(directory)
     lock = FileLock(path, timeout=0)
     try:
         lock.acquire()

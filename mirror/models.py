@@ -31,17 +31,15 @@ from packaging.version import InvalidVersion, Version
 
 from mirror.errors import MalformedResponseError, UnsafePathError
 
+# PackagePath's home is mirror.layout; re-exported, as the records here carry it.
+from mirror.layout import PackagePath as PackagePath  # noqa: PLC0414  # re-export (mypy)
+from mirror.layout import is_safe_component, metadata_path, package_path
+
 Serial = NewType("Serial", int)
 """An upstream journal serial (PyPI's ``journals.id``)."""
 
-PackagePath = NewType("PackagePath", str)
-"""A relative POSIX path ``packages/<a>/<b>/<c>/<filename>`` that is safe to join to
-the mirror's web directory. Only :func:`package_path_from_url` mints one."""
-
 _PROJECT_NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-# Characters that are never acceptable in a path component we write to disk.
-_UNSAFE_COMPONENT_RE = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
 def project_name(raw: str) -> NormalizedName:
@@ -79,11 +77,11 @@ def package_path_from_url(url: str, *, filename: str) -> PackagePath:
         raise UnsafePathError(f"file URL {url!r} is not under /packages/<a>/<b>/<c>/")
     tail = components[-4:]
     for part in tail:
-        if part in {"", ".", ".."} or _UNSAFE_COMPONENT_RE.search(part):
+        if not is_safe_component(part):
             raise UnsafePathError(f"file URL {url!r} has an unsafe path component {part!r}")
     if tail[-1] != filename:
         raise UnsafePathError(f"file URL {url!r} does not end in its filename {filename!r}")
-    return PackagePath("/".join(["packages", *tail]))
+    return package_path("/".join(["packages", *tail]))
 
 
 def version_sort_key(version: str) -> tuple[int, Version | str]:
@@ -139,7 +137,7 @@ class DistFile:
     @property
     def metadata_path(self) -> PackagePath:
         """Where the PEP 658 ``.metadata`` file lives below ``web/``."""
-        return PackagePath(f"{self.path}.metadata")
+        return metadata_path(self.path)
 
     @property
     def metadata_url(self) -> str:

@@ -42,6 +42,7 @@ from aiohttp.web_response import ContentCoding
 from yarl import URL
 
 from mirror.errors import MalformedResponseError, MirrorError
+from mirror.layout import unsafe_component
 from mirror.models import project_name
 
 logger = logging.getLogger(__name__)
@@ -93,9 +94,6 @@ _ACCEPT_EXT: Final = f"{_OWS};{_OWS}{_TCHARS}(?:={_PARAM_VALUE})?"
 _ELEMENT: Final = f"{_MEDIA_RANGE}(?:{_WEIGHT}(?:{_ACCEPT_EXT})*)?"
 _ACCEPT_RE: Final = re.compile(f"(?:,|{_ELEMENT})(?:{_OWS},(?:{_OWS}{_ELEMENT})?)*", re.ASCII)
 _ELEMENT_RE: Final = re.compile(_ELEMENT, re.ASCII)
-
-# A path component under /packages/ that could not name anything outside it.
-_UNSAFE_COMPONENT_RE: Final = re.compile(r"[\x00-\x1f\x7f\\/]")
 
 
 def negotiate(
@@ -247,7 +245,7 @@ class _Tree:
 
     async def package_file(self, request: web.Request) -> web.StreamResponse:
         parts = request.match_info["path"].split("/")
-        if any(part in {"", ".", ".."} or _UNSAFE_COMPONENT_RE.search(part) for part in parts):
+        if unsafe_component(parts) is not None:
             raise web.HTTPNotFound
         path = self.root.joinpath("packages", *parts)
         return await _send_file(

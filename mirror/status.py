@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,8 +36,10 @@ from humanfriendly import format_size, format_timespan
 
 from mirror.config import Config
 from mirror.errors import StateError, StorageError
+from mirror.layout import STATE_NAME, WEB_DIR
 from mirror.models import Serial
-from mirror.state import STATE_NAME, RunRecord, StateStore, TodoItem, Totals
+from mirror.state import RunRecord, StateStore, TodoItem, Totals
+from mirror.storage import FileSystemStorage, Storage
 from mirror.upstream import Upstream, UpstreamSettings
 
 logger = logging.getLogger(__name__)
@@ -134,13 +136,25 @@ async def fetch_upstream_serial(settings: UpstreamSettings) -> Serial:
         return await upstream.changelog_last_serial()
 
 
-def recount_store(state: StateStore, web_root: Path) -> RecountReport:
+async def recount_store(state: StateStore, storage: FileSystemStorage) -> RecountReport:
     """Audit the running totals: sum them afresh from the project rows (and store
-    them when they differ), and compare the files the state lists with what is under
-    ``web_root/packages``. Blocking: run it in a thread.
+    them when they differ), and compare the files the state lists with what
+    ``storage`` holds under ``packages/`` (the store's part runs in a thread).
 
     Raises StorageError when the tree cannot be read.
     """
+    listed = await list_packages(storage)
+    return await asyncio.to_thread(audit_store, state, storage.web_root, listed)
+
+
+async def list_packages(storage: Storage) -> list[str]:
+    """Every file ``storage`` holds under ``packages/`` (as paths under the web root)."""
+    return [listed.path async for listed in storage.list_files("packages")]
+
+
+def audit_store(state: StateStore, web_root: Path, on_disk: Iterable[str]) -> RecountReport:
+    """:func:`recount_store`, given the files under ``packages/`` (``on_disk``, from
+    :func:`list_packages`). Blocking: run it in a thread."""
     counted = state.totals()
     recounted = state.recount_totals()
     if recounted != counted:
@@ -168,7 +182,7 @@ def recount_store(state: StateStore, web_root: Path) -> RecountReport:
             disk_files += position == 0
             if actual != size:
                 wrong_size.append(path)
-    stray = [path for path in _walk(web_root, "packages") if path not in listed]
+    stray = [path for path in on_disk if path not in listed]
     stray = [path for path in stray if not state.is_garbage(path)]
     return RecountReport(
         counted=counted,
@@ -179,23 +193,6 @@ def recount_store(state: StateStore, web_root: Path) -> RecountReport:
         wrong_size=tuple(wrong_size),
         stray=tuple(sorted(stray)),
     )
-
-
-def _walk(web_root: Path, top: str) -> list[str]:
-    """Every file under ``web_root/top``, as paths relative to ``web_root``."""
-
-    # Permissions do not stop root, who runs the tests: an unreadable directory
-    # cannot be made there.
-    def fail(exc: OSError) -> None:  # pragma: no cover
-        raise StorageError(f"cannot read {exc.filename}: {exc.strerror}") from exc
-
-    found: list[str] = []
-    if not (web_root / top).is_dir():
-        return found  # a mirror without any file yet
-    for directory, _, files in os.walk(web_root / top, onerror=fail):
-        relative = Path(directory).relative_to(web_root).as_posix()
-        found.extend(f"{relative}/{name}" for name in files)
-    return found
 
 
 # --- rendering -------------------------------------------------------------------------
@@ -394,12 +391,18 @@ async def run_status(
     if remote:
         upstream_serial = await fetch_upstream_serial(UpstreamSettings.from_config(config))
 
+    web = config.directory / WEB_DIR
+    on_disk: list[str] | None = None
+    if recount:
+        async with FileSystemStorage(web) as storage:
+            on_disk = await list_packages(storage)
+
     def gather() -> str:
         # Opened read-write: a store from an older mirror is migrated, and --recount
         # may fix the counters. Every transaction is short, so a running sync is not
         # held up.
         with StateStore.open(path) as state:
-            audit = recount_store(state, config.directory / "web") if recount else None
+            audit = None if on_disk is None else audit_store(state, web, on_disk)
             status = read_status(state, now=time.time(), upstream_serial=upstream_serial)
             runs = state.runs() if history else None
         if as_json:

@@ -18,10 +18,11 @@ A check has two halves, both read-only:
    sha256 (and the same ``.metadata`` hash); every file row of a project must be
    linked by its pages, and the two HTML pages must be identical. Projects without
    pages, page directories without a project, and root indexes that list a project
-   the state does not hold (or miss one it holds) are reported. The tree is walked
-   once: files under ``packages/`` that the state does not list are orphans (each
-   is looked up in the store by its indexed path, so no set of millions of paths is
-   ever built), and ``.*.part`` files anywhere are temps a killed run left behind.
+   the state does not hold (or miss one it holds) are reported. The tree is listed
+   once, through the storage (:meth:`~mirror.storage.Storage.list_files`): files
+   under ``packages/`` that the state does not list are orphans (each is looked up in
+   the store by its indexed path, so no set of millions of paths is ever built), and
+   ``.*.part`` files anywhere are temps a killed run left behind.
 
 A project still waiting in the todo queue is mid-sync: its files may be recorded
 before its pages link them and its pages written before its commit. For such a
@@ -59,12 +60,12 @@ from urllib.parse import unquote, urlsplit
 from humanfriendly import format_size, format_timespan
 from packaging.utils import NormalizedName, canonicalize_name
 
-from mirror.errors import StateError, StorageError
+from mirror.errors import StateError, StorageError, UnsafePathError
+from mirror.layout import STATE_NAME, WEB_DIR, PackagePath, is_temp_name, package_path
 from mirror.lock import mirror_lock
-from mirror.models import PackagePath, Serial
-from mirror.state import STATE_NAME, UNFINISHED_META_KEY, StateStore, StoredFile
-from mirror.storage import FileSystemStorage
-from mirror.storage.filesystem import TEMP_SUFFIX
+from mirror.models import Serial
+from mirror.state import UNFINISHED_META_KEY, StateStore, StoredFile
+from mirror.storage import FileSystemStorage, Storage
 
 if TYPE_CHECKING:
     # Only named in annotations: importing the sync engine would load the HTTP client
@@ -72,8 +73,6 @@ if TYPE_CHECKING:
     from mirror.sync import SyncReport
 
 logger = logging.getLogger(__name__)
-
-WEB_DIR = "web"
 
 ProblemKind = Literal[
     "missing",
@@ -122,6 +121,8 @@ _IN_FLIGHT_PER_WORKER = 4
 # against 2.10 s (four runs each; the machine is noisy). Bounded, so memory stays flat
 # on a mirror of millions of files, where the order matters less.
 _LOOKAHEAD_FILES = 4096
+# Listed files judged per thread hop (each is a state lookup or two).
+_TREE_BATCH_FILES = 2048
 _PAGE_NAMES = {"html": ("index.html", "index.v1_html"), "json": ("index.v1_json",)}
 
 
@@ -194,23 +195,25 @@ class VerifyOutcome:
 # --- checking ----------------------------------------------------------------------
 
 
-def check_mirror(
+async def check_mirror(
     state: StateStore,
-    web_root: Path,
+    storage: FileSystemStorage,
     *,
     formats: frozenset[str],
     workers: int | None = None,
 ) -> VerifyReport:
-    """Check the state store against the tree at ``web_root`` (blocking: call it in a
-    thread). ``formats`` are the page formats the mirror writes; ``workers`` the
-    hashing threads (default: two per CPU). Raises StorageError when the tree cannot
-    be read, StateError when the store cannot."""
+    """Check the state store against the tree ``storage`` holds (hashing and page
+    reads run in threads, off the event loop). ``formats`` are the page formats the
+    mirror writes; ``workers`` the hashing threads (default: two per CPU). Raises
+    StorageError when the tree cannot be read, StateError when the store cannot."""
     started = time.monotonic()
     problems: list[Problem] = []
-    checker = _Checker(state, web_root, problems)
-    files, bytes_hashed = checker.check_files(workers or 2 * (os.cpu_count() or 1))
-    projects = checker.check_pages(formats)
-    checker.check_tree()
+    checker = _Checker(state, storage.web_root, problems)
+    files, bytes_hashed = await asyncio.to_thread(
+        checker.check_files, workers or 2 * (os.cpu_count() or 1)
+    )
+    projects = await asyncio.to_thread(checker.check_pages, formats)
+    await checker.check_tree(storage)
     return VerifyReport(
         projects=projects,
         files=files,
@@ -246,6 +249,7 @@ class _Checker:
         # Whether a project is queued, asked for many rows of the same project.
         self._is_queued = functools.lru_cache(maxsize=4096)(self._queued)
         self._is_committed = functools.lru_cache(maxsize=4096)(self._committed)
+        self._last_page_directory: str | None = None
 
     def _queued(self, name: NormalizedName) -> bool:
         return self._state.todo_item(name) is not None
@@ -463,31 +467,32 @@ class _Checker:
 
     # --- the tree -------------------------------------------------------------------
 
-    def check_tree(self) -> None:
-        """Walk the web tree once: temps anywhere, orphans under ``packages/``, page
-        directories without a project under ``simple/``."""
+    async def check_tree(self, storage: Storage) -> None:
+        """List the web tree once: temps anywhere, orphans under ``packages/``, page
+        directories without a project under ``simple/``. The listed paths are judged
+        in a thread a batch at a time (each asks the state store)."""
+        batch: list[str] = []
+        async for listed in storage.list_files(""):
+            batch.append(listed.path)
+            if len(batch) >= _TREE_BATCH_FILES:
+                await asyncio.to_thread(self._check_listed, batch)
+                batch = []
+        await asyncio.to_thread(self._check_listed, batch)
 
-        # Permissions do not stop root, who runs the tests: an unreadable directory
-        # cannot be made there.
-        def fail(exc: OSError) -> None:  # pragma: no cover
-            raise StorageError(f"cannot read {exc.filename}: {exc.strerror}") from exc
-
-        if not self._web.is_dir():
-            return  # nothing was ever written
-
-        for directory, subdirectories, files in os.walk(self._web, onerror=fail, followlinks=True):
-            subdirectories.sort()
-            relative = Path(directory).relative_to(self._web).as_posix()
-            top = relative.split("/", 1)[0]
-            if relative == "simple":
-                for project in subdirectories:
+    def _check_listed(self, paths: Iterable[str]) -> None:
+        for path in paths:
+            top, _, rest = path.partition("/")
+            directory, _, filename = path.rpartition("/")
+            if top == "simple" and "/" in rest:
+                # A project's page directory, seen once: its files are listed together.
+                project = rest.partition("/")[0]
+                if project != self._last_page_directory:
+                    self._last_page_directory = project
                     self._check_page_directory(project)
-            for filename in sorted(files):
-                path = filename if relative == "." else f"{relative}/{filename}"
-                if _is_temp_name(filename):
-                    self._add("temp", path, None, "a temporary file a killed run left behind")
-                elif top == "packages" and not self._is_listed(path):
-                    self._add("orphan", path, None, "on disk but not in the state")
+            if is_temp_name(filename):
+                self._add("temp", path, None, "a temporary file a killed run left behind")
+            elif top == "packages" and directory and not self._is_listed(path):
+                self._add("orphan", path, None, "on disk but not in the state")
 
     def _check_page_directory(self, name: str) -> None:
         project = NormalizedName(name)
@@ -497,10 +502,14 @@ class _Checker:
             )
 
     def _is_listed(self, path: str) -> bool:
-        if self._state.file(PackagePath(path)) is not None:
+        try:
+            known = package_path(path)
+        except UnsafePathError:
+            return False  # a name the mirror would never write
+        if self._state.file(known) is not None:
             return True
         if path.endswith(".metadata"):
-            owner = self._state.file(PackagePath(path.removesuffix(".metadata")))
+            owner = self._state.file(package_path(known.removesuffix(".metadata")))
             return owner is not None and owner.metadata_sha256 is not None
         return False
 
@@ -546,11 +555,6 @@ def _inspect(path: Path, expected_size: int) -> _Seen:
     return size, digest.hexdigest()
 
 
-def _is_temp_name(name: str) -> bool:
-    """The shape of the storage's temps: ``.<name>.<random>.part``."""
-    return len(name) > len(TEMP_SUFFIX) and name.startswith(".") and name.endswith(TEMP_SUFFIX)
-
-
 def _resolve(name: str, href: str) -> PackagePath | None:
     """The path under the web root that ``href`` on ``simple/<name>/`` names, or None
     when it leaves ``packages/`` (or the tree)."""
@@ -558,9 +562,10 @@ def _resolve(name: str, href: str) -> PackagePath | None:
     if parts.scheme or parts.netloc:
         return None
     path = posixpath.normpath(posixpath.join("simple", name, unquote(parts.path)))
-    if not path.startswith("packages/"):
+    try:
+        return package_path(path)
+    except UnsafePathError:
         return None
-    return PackagePath(path)
 
 
 def _json_links(body: bytes) -> list[_Link]:
@@ -633,7 +638,7 @@ def plan_repair(report: VerifyReport, *, repair: bool, delete_orphans: bool) -> 
         if not repair:
             continue
         if problem.kind in ("missing", "corrupt"):
-            forget[PackagePath(problem.path.removesuffix(".metadata"))] = None
+            forget[package_path(problem.path.removesuffix(".metadata"))] = None
         if problem.kind in ("root-extra", "root-missing") or problem.path.startswith(
             "simple/index"
         ):
@@ -678,18 +683,16 @@ async def verify(
     if not state_path.is_file():
         raise StateError(f"no state store at {state_path}: is this a mirror directory?")
     acting = (repair or delete_orphans) and not dry_run
-    web = directory / WEB_DIR
     deleted = 0
     with mirror_lock(directory):
         opener = StateStore.open if acting else StateStore.open_read_only
-        with opener(state_path) as state:
-            report = await asyncio.to_thread(
-                check_mirror, state, web, formats=formats, workers=workers
-            )
-            plan = plan_repair(report, repair=repair, delete_orphans=delete_orphans)
-            if acting:
-                deleted = await _delete(FileSystemStorage(web), plan.delete)
-                await asyncio.to_thread(_apply, state, plan, clock())
+        async with FileSystemStorage(directory / WEB_DIR) as storage:
+            with opener(state_path) as state:
+                report = await check_mirror(state, storage, formats=formats, workers=workers)
+                plan = plan_repair(report, repair=repair, delete_orphans=delete_orphans)
+                if acting:
+                    deleted = await _delete(storage, plan.delete)
+                    await asyncio.to_thread(_apply, state, plan, clock())
     sync_report = None
     if acting and repair and (plan.resync or plan.rewrite_root):
         assert resync is not None  # checked above
@@ -705,7 +708,7 @@ async def verify(
     )
 
 
-async def _delete(storage: FileSystemStorage, paths: Sequence[str]) -> int:
+async def _delete(storage: Storage, paths: Sequence[str]) -> int:
     """Remove orphans and temps (and the directories they leave empty)."""
     for path in paths:
         await storage.delete(path)

@@ -89,11 +89,14 @@ class MirrorRunner:
             retries=self.retries,
             backoff_base_seconds=self.backoff_base_seconds,
         )
-        async with Upstream(settings, sleep=self.record_sleep) as client:
+        async with (
+            Upstream(settings, sleep=self.record_sleep) as client,
+            self.storage_factory(self.web) as storage,
+        ):
             with self.state() as state:
                 syncer = Syncer(
                     upstream=client,
-                    storage=self.storage_factory(self.web),
+                    storage=storage,
                     state=state,
                     options=self.options,
                     clock=self.clock,

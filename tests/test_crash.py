@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from mirror.storage import Storage, StoredBlob
+from mirror.storage import FileSystemStorage, Storage, StoredBlob
 from mirror.sync import SyncOptions, SyncReport
 from mirror.testing import FakeUpstream, make_sdist, make_wheel
 from mirror.testing.soak import (
@@ -31,7 +31,7 @@ from mirror.testing.soak import (
     classify_kill,
 )
 from mirror.testing.soak import main as soak_main
-from mirror.verify import SAFETY_KINDS, check_mirror
+from mirror.verify import SAFETY_KINDS, VerifyReport, check_mirror
 from tests.harness import MirrorRunner
 from tests.mirrorcheck import assert_matches_upstream
 from tests.storagehooks import HookedStorage
@@ -135,17 +135,21 @@ def mid_download_temps(web: Path) -> list[Path]:
     return [p for p in (web / "packages").rglob(".*.part") if p.stat().st_size > 0]
 
 
-def assert_safe(runner: MirrorRunner) -> list[str]:
+async def check(runner: MirrorRunner) -> VerifyReport:
+    async with FileSystemStorage(runner.web) as storage:
+        with runner.state() as state:
+            return await check_mirror(state, storage, formats=BOTH)
+
+
+async def assert_safe(runner: MirrorRunner) -> list[str]:
     """The crash invariant; returns the kinds of the problems left to settle."""
-    with runner.state() as state:
-        report = check_mirror(state, runner.web, formats=BOTH)
+    report = await check(runner)
     assert [p for p in report.problems if p.kind in SAFETY_KINDS] == []
     return sorted(p.kind for p in report.problems)
 
 
-def assert_clean(runner: MirrorRunner) -> None:
-    with runner.state() as state:
-        report = check_mirror(state, runner.web, formats=BOTH)
+async def assert_clean(runner: MirrorRunner) -> None:
+    report = await check(runner)
     assert report.problems == ()
     assert list(runner.web.rglob("*.part")) == []
 
@@ -168,7 +172,7 @@ async def assert_next_run_converges(runner: MirrorRunner, upstream: FakeUpstream
     """The next run succeeds, leaves no problem and no temp, and mirrors upstream."""
     report = await runner.sync()
     assert report.ok
-    assert_clean(runner)
+    await assert_clean(runner)
     await assert_matches_upstream(runner.directory, upstream)
     return report
 
@@ -179,7 +183,7 @@ async def test_a_temp_left_mid_download_of_a_file_upstream_then_drops_is_removed
     _, wheel = await sync_then_add_big_release(upstream, runner)
     after = await crash_snapshot(runner, tmp_path / "killed", mid_stream=wheel)
     assert len(mid_download_temps(after.web)) == 1, "the kill left a half-written temp"
-    assert "temp" in assert_safe(after)
+    assert "temp" in await assert_safe(after)
 
     # Upstream drops the release before the next run: nothing would look in the
     # temp's directory again, but the garbage row noted before the download does.
@@ -192,7 +196,7 @@ async def test_a_file_landed_but_not_recorded_is_adopted_or_removed(
 ) -> None:
     sdist, _ = await sync_then_add_big_release(upstream, runner)
     after = await crash_snapshot(runner, tmp_path / "killed", after_store=sdist)
-    assert "orphan" in assert_safe(after), "on disk, not yet in the state"
+    assert "orphan" in await assert_safe(after), "on disk, not yet in the state"
     adopting = MirrorRunner(upstream=upstream, directory=tmp_path / "adopting")
     shutil.copytree(after.directory, adopting.directory)
 
@@ -217,7 +221,7 @@ async def test_a_kill_before_the_root_index_is_written_is_mended_by_a_run_with_n
     # What a kill mid-way through the root's write leaves: its temp.
     (after.web / "simple" / ".index.html.abcdefgh.part").write_bytes(b"<!DOCTYPE")
     (after.web / ".last-modified.abcdefgh.part").write_bytes(b"2026")
-    assert sorted(set(assert_safe(after))) == ["root-extra", "root-missing", "temp"]
+    assert sorted(set(await assert_safe(after))) == ["root-extra", "root-missing", "temp"]
 
     report = await assert_next_run_converges(after, upstream)
     assert report.projects_synced == 0, "nothing changed upstream since"
@@ -283,7 +287,7 @@ async def test_a_run_that_ends_before_its_kill_is_counted_as_finished(tmp_path: 
     assert line.endswith("exit 2")
     assert tally.finished == 1
     assert tally.last_exit_code == 2, "no such config file"
-    assert _check(tmp_path / "mirror") == ([], False), "no state store: nothing to check"
+    assert await _check(tmp_path / "mirror") == ([], False), "no state store: nothing to check"
 
 
 async def test_the_throttle_passes_every_byte_and_a_refused_upstream_closes(

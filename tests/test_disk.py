@@ -1,28 +1,31 @@
 """Disk trouble: a full disk and a read-only file system stop a sync cleanly.
 
-The trouble is injected below the storage backend: ``mirror.storage.filesystem`` sees
-an ``os`` whose ``write`` fails with ENOSPC once a byte budget is spent, or a
-``os`` whose ``open`` cannot create files (EROFS), so the real write, cleanup and error
-translation paths run (in this process: the fixture below keeps writes out of the
-writer processes). (A real 1 MiB tmpfs behaves the same; mounting one needs
-privileges CI may not have.)
+The trouble is injected below the storage backend: the storage is given file calls
+(its ``file_calls``) whose ``write`` fails with ENOSPC once a byte budget is spent, or
+whose ``open`` cannot create files (EROFS), so the real write, cleanup and error
+translation paths run (in this process: ``writer_bytes=-1`` keeps writes out of the
+writer processes, which make their own calls). (A real 1 MiB tmpfs behaves the same;
+mounting one needs privileges CI may not have.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 from packaging.utils import NormalizedName
 
+import mirror.storage
 from mirror.cli import EXIT_ERROR, main
 from mirror.errors import IntegrityError, StateError, StorageError
 from mirror.state import UNFINISHED_META_KEY, StateStore, StoredFile, TodoItem
-from mirror.storage import filesystem
+from mirror.storage import FileSystemStorage
+from mirror.storage.filesystem import FileCalls
 from mirror.sync import is_disk_full_or_read_only
 from mirror.testing import FakeUpstream, make_sdist
 from mirror.verify import check_mirror
@@ -33,15 +36,15 @@ BOTH = frozenset({"html", "json"})
 
 
 class FullDisk:
-    """An ``os`` for the storage backend whose ``write`` fails with ENOSPC once
-    ``budget_bytes`` have been written; everything else is the real ``os``."""
+    """File calls for the storage backend whose ``write`` fails with ENOSPC once
+    ``budget_bytes`` have been written; ``open`` is the real one."""
 
     def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = budget_bytes
         self.refused = 0
 
-    def __getattr__(self, name: str) -> object:
-        return getattr(os, name)
+    def open(self, path: Path, flags: int, mode: int = 0o777) -> int:
+        return os.open(path, flags, mode)
 
     def write(self, fd: int, data: bytes | memoryview) -> int:
         if len(data) > self.budget_bytes:
@@ -52,22 +55,21 @@ class FullDisk:
 
 
 class ReadOnly:
-    """An ``os`` for the storage backend that cannot create files: EROFS."""
+    """File calls for the storage backend that cannot create files: EROFS."""
 
-    def __getattr__(self, name: str) -> object:
-        return getattr(os, name)
-
-    def open(self, path: object, flags: int, mode: int = 0o777) -> int:
+    def open(self, path: Path, flags: int, mode: int = 0o777) -> int:
         if flags & os.O_CREAT:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-        return os.open(path, flags, mode)  # type: ignore[arg-type]
+        return os.open(path, flags, mode)
+
+    def write(self, fd: int, data: memoryview, /) -> int:
+        return os.write(fd, data)
 
 
-@pytest.fixture(autouse=True)
-def _in_process_writes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The faults are injected into this process's ``os``: keep every write here,
-    none in a writer process (those have their own, untouched ``os``)."""
-    monkeypatch.setattr(filesystem, "WRITER_BYTES", -1)
+def in_process(calls: FileCalls = os) -> Callable[[Path], FileSystemStorage]:
+    """A storage factory making every write in this process through ``calls``: the
+    faults are injected here, never in a writer process (those make their own)."""
+    return functools.partial(FileSystemStorage, writer_bytes=-1, file_calls=calls)
 
 
 def seed(upstream: FakeUpstream, count: int = 5) -> None:
@@ -75,11 +77,12 @@ def seed(upstream: FakeUpstream, count: int = 5) -> None:
         upstream.add_release(f"proj{index}", "1.0")
 
 
-def assert_intact(runner: MirrorRunner) -> None:
+async def assert_intact(runner: MirrorRunner) -> None:
     """No temp and no partial file: every page links verified files, every file on
     disk is one the state lists."""
-    with runner.state() as state:
-        report = check_mirror(state, runner.web, formats=BOTH)
+    async with FileSystemStorage(runner.web) as storage:
+        with runner.state() as state:
+            report = await check_mirror(state, storage, formats=BOTH)
     bad = [p for p in report.problems if p.kind in {"missing", "corrupt", "bad-link", "orphan"}]
     assert bad == []
     assert list(runner.web.rglob("*.part")) == []
@@ -91,17 +94,17 @@ async def test_a_full_disk_stops_the_run_early_and_the_next_run_recovers(
     seed(upstream)
     runner.options = type(runner.options)(workers=1, download_concurrency=1)
     disk = FullDisk(budget_bytes=1500)
-    monkeypatch.setattr(filesystem, "os", disk)
+    runner.storage_factory = in_process(disk)
     with pytest.raises(StorageError, match="no space left on device"):
         await runner.sync()
     assert disk.refused == 1, "the run stopped at the first refusal, not once per project"
-    assert_intact(runner)
+    await assert_intact(runner)
     with runner.state() as state:
         assert state.failures() == [], "no project is blamed for the disk"
         assert state.todo_count() == 5, "every project stays queued"
         assert state.get_meta(UNFINISHED_META_KEY), "the next run knows this one stopped"
 
-    monkeypatch.setattr(filesystem, "os", os)
+    runner.storage_factory = in_process()
     report = await runner.sync()
     assert report.ok
     await assert_matches_upstream(runner.directory, upstream)
@@ -117,15 +120,15 @@ async def test_a_disk_filling_up_during_page_writes_keeps_the_old_pages(
     filename, content = make_sdist("proj0", "2.0")
     upstream.add_file("proj0", "2.0", filename, content)
     # Room for the new sdist (written in one go), none for its pages.
-    monkeypatch.setattr(filesystem, "os", FullDisk(budget_bytes=len(content)))
+    runner.storage_factory = in_process(FullDisk(budget_bytes=len(content)))
     with pytest.raises(StorageError, match="no space left on device"):
         await runner.sync()
     assert page.read_bytes() == before, "the served page is the old, complete one"
-    assert_intact(runner)
+    await assert_intact(runner)
     with runner.state() as state:
         assert filename in {f.filename for f in state.iter_files()}, "the verified file is kept"
 
-    monkeypatch.setattr(filesystem, "os", os)
+    runner.storage_factory = in_process()
     assert (await runner.sync()).ok
     await assert_matches_upstream(runner.directory, upstream)
 
@@ -134,7 +137,7 @@ async def test_a_read_only_file_system_fails_cleanly_and_the_next_run_recovers(
     upstream: FakeUpstream, runner: MirrorRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seed(upstream)
-    monkeypatch.setattr(filesystem, "os", ReadOnly())
+    runner.storage_factory = in_process(ReadOnly())
     with pytest.raises(StorageError, match="read-only file system"):
         await runner.sync()
     assert [p for p in runner.web.rglob("*") if p.is_file()] == [], "nothing was written"
@@ -142,7 +145,7 @@ async def test_a_read_only_file_system_fails_cleanly_and_the_next_run_recovers(
         assert state.failures() == []
         assert state.totals().files == 0
 
-    monkeypatch.setattr(filesystem, "os", os)
+    runner.storage_factory = in_process()
     assert (await runner.sync()).ok
     await assert_matches_upstream(runner.directory, upstream)
 
@@ -159,7 +162,8 @@ async def test_the_cli_exits_4_naming_the_full_disk(
         f"[mirror]\ndirectory = {tmp_path / 'mirror'}\nupstream = {upstream.base_url}\n"
         "allow-non-https = true\nretries = 0\n"
     )
-    monkeypatch.setattr(filesystem, "os", FullDisk(budget_bytes=0))
+    # The CLI builds its storage from the package's name for it: the one seam there.
+    monkeypatch.setattr(mirror.storage, "FileSystemStorage", in_process(FullDisk(budget_bytes=0)))
     code = await asyncio.to_thread(main, ["sync", "-c", str(config)])
     assert code == EXIT_ERROR
     err = capsys.readouterr().err

@@ -529,11 +529,14 @@ async def test_credentials_in_the_upstream_url_appear_in_no_log_and_no_error(
     caplog.set_level(logging.DEBUG)
     directory = tmp_path / "mirror"
     directory.mkdir()
-    async with Upstream(settings, sleep=no_sleep) as up:
+    async with (
+        Upstream(settings, sleep=no_sleep) as up,
+        FileSystemStorage(directory / "web") as storage,
+    ):
         with StateStore.open(directory / "mirror.db") as state:
             syncer = Syncer(
                 upstream=up,
-                storage=FileSystemStorage(directory / "web"),
+                storage=storage,
                 state=state,
                 options=SyncOptions(),
             )

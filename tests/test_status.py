@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from mirror.status import (
     run_status,
     status_json,
 )
+from mirror.storage import FileSystemStorage
 from mirror.testing import FakeUpstream
 from tests.harness import MirrorRunner
 
@@ -42,6 +44,12 @@ async def mirrored(upstream: FakeUpstream, runner: MirrorRunner) -> MirrorRunner
     seed(upstream)
     await runner.sync()
     return runner
+
+
+@pytest.fixture
+async def storage(mirrored: MirrorRunner) -> AsyncIterator[FileSystemStorage]:
+    async with FileSystemStorage(mirrored.web) as opened:
+        yield opened
 
 
 def disk_bytes(runner: MirrorRunner) -> int:
@@ -160,7 +168,9 @@ async def test_counters_follow_commits_and_removals_without_summing_rows(
         assert state.totals().bytes == disk_bytes(mirrored)
 
 
-async def test_recount_finds_and_fixes_drift(mirrored: MirrorRunner) -> None:
+async def test_recount_finds_and_fixes_drift(
+    mirrored: MirrorRunner, storage: FileSystemStorage
+) -> None:
     with mirrored.state() as state:
         alpha = sorted(state.project_files(canonicalize_name("alpha")).values(), key=str)
         beta = next(iter(state.project_files(canonicalize_name("beta")).values()))
@@ -174,9 +184,9 @@ async def test_recount_finds_and_fixes_drift(mirrored: MirrorRunner) -> None:
     stray.write_bytes(b"x")
 
     with mirrored.state() as state:
-        report = recount_store(state, mirrored.web)
+        report = await recount_store(state, storage)
         assert state.totals() == honest, "the counters are fixed"
-        again = recount_store(state, mirrored.web)
+        again = await recount_store(state, storage)
     assert report.counters_drifted
     assert report.counted == Totals(projects=99, files=honest.files, bytes=honest.bytes + 5)
     assert report.recounted == honest
@@ -194,18 +204,22 @@ async def test_recount_finds_and_fixes_drift(mirrored: MirrorRunner) -> None:
     assert "counters match the project rows" in render_recount(again)
 
 
-async def test_recount_of_a_clean_mirror_reports_no_drift(mirrored: MirrorRunner) -> None:
+async def test_recount_of_a_clean_mirror_reports_no_drift(
+    mirrored: MirrorRunner, storage: FileSystemStorage
+) -> None:
     with mirrored.state() as state:
-        report = recount_store(state, mirrored.web)
+        report = await recount_store(state, storage)
     assert not report.counters_drifted
     assert not report.disk_drifted
     assert render_recount(report).endswith("the disk matches the state\n")
 
 
-async def test_recount_ignores_files_waiting_for_garbage_collection(mirrored: MirrorRunner) -> None:
+async def test_recount_ignores_files_waiting_for_garbage_collection(
+    mirrored: MirrorRunner, storage: FileSystemStorage
+) -> None:
     with mirrored.state() as state:
         garbage = state.remove_project(canonicalize_name("beta"))
-        report = recount_store(state, mirrored.web)
+        report = await recount_store(state, storage)
     assert garbage
     assert report.stray == ()
 
@@ -320,26 +334,27 @@ async def test_run_status_plain_text_has_no_history_or_audit(mirrored: MirrorRun
 
 
 async def test_recount_pages_through_many_files(
-    mirrored: MirrorRunner, monkeypatch: pytest.MonkeyPatch
+    mirrored: MirrorRunner, storage: FileSystemStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(inventory_module, "_PAGE_ROWS", 2)
     with mirrored.state() as state:
         paths = [stored.path for stored in state.iter_files()]
-        report = recount_store(state, mirrored.web)
+        report = await recount_store(state, storage)
     assert paths == sorted(paths)
     assert len(paths) == 4
     assert report.disk_files == 4
 
 
-def test_recount_of_a_mirror_without_files_finds_nothing(tmp_path: Path) -> None:
-    with StateStore.open(tmp_path / "mirror.db") as state:
-        report = recount_store(state, tmp_path / "web")
+async def test_recount_of_a_mirror_without_files_finds_nothing(tmp_path: Path) -> None:
+    async with FileSystemStorage(tmp_path / "web") as storage:
+        with StateStore.open(tmp_path / "mirror.db") as state:
+            report = await recount_store(state, storage)
     assert not report.disk_drifted
     assert report.disk_files == 0
 
 
 async def test_recount_reports_an_unreadable_file_as_a_storage_error(
-    mirrored: MirrorRunner,
+    mirrored: MirrorRunner, storage: FileSystemStorage
 ) -> None:
     with mirrored.state() as state:
         stored = next(state.iter_files())
@@ -350,4 +365,4 @@ async def test_recount_reports_an_unreadable_file_as_a_storage_error(
         parent.rmdir()
         parent.write_bytes(b"")
         with pytest.raises(StorageError, match="cannot read"):
-            recount_store(state, mirrored.web)
+            await recount_store(state, storage)

@@ -19,7 +19,9 @@ import pytest
 
 from mirror.errors import IntegrityError, StorageError, UnsafePathError
 from mirror.storage import Derivation, FileSystemStorage, Storage, StoredBlob, filesystem
-from mirror.storage.filesystem import _in_thread, _LiveTemps, _TempFile
+from mirror.storage.executors import DiskExecutors
+from mirror.storage.filesystem import _LiveTemps, _TempFile
+from mirror.storage.writers import WriterPool
 
 MIB = 1 << 20
 WHEEL = "packages/ab/cd/ef0123/demo-1.0-py3-none-any.whl"
@@ -31,8 +33,17 @@ def web(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def storage(web: Path) -> FileSystemStorage:
-    return FileSystemStorage(web)
+async def storage(web: Path) -> AsyncIterator[FileSystemStorage]:
+    async with FileSystemStorage(web) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def in_process(web: Path) -> AsyncIterator[FileSystemStorage]:
+    """A storage that writes everything in this process (the faults these tests inject
+    are in this process), never in a writer process."""
+    async with FileSystemStorage(web, writer_bytes=-1) as opened:
+        yield opened
 
 
 def sha(data: bytes) -> str:
@@ -188,11 +199,11 @@ async def test_a_mismatch_raises_integrity_error_and_keeps_the_old_file(
     digest: str | None,
     message: str,
 ) -> None:
-    storage = FileSystemStorage(web)
     put(web / WHEEL, b"old content")
     parts = [data[i : i + 4096] for i in range(0, len(data), 4096)]
     with pytest.raises(IntegrityError, match=message) as caught:
-        await storage.store_stream(WHEEL, stream(*parts), sha256=digest, size=size)
+        async with FileSystemStorage(web) as storage:
+            await storage.store_stream(WHEEL, stream(*parts), sha256=digest, size=size)
     assert WHEEL in str(caught.value), "the message names the file"
     assert (web / WHEEL).read_bytes() == b"old content"
     assert temps(web) == []
@@ -381,6 +392,7 @@ UNSAFE = [
     "simple/a\x00b",
     "simple/a\nb",
     "simple/\x1f",
+    "simple/a\x7fb",
 ]
 
 
@@ -422,9 +434,9 @@ async def test_every_operation_refuses_an_unsafe_path_and_touches_nothing(
     tmp_path: Path, web: Path, operation: str, relative: str
 ) -> None:
     put(tmp_path / "escape", b"outside")
-    storage = FileSystemStorage(web)
     with pytest.raises(UnsafePathError):
-        await OPERATIONS[operation](storage, relative)
+        async with FileSystemStorage(web) as storage:
+            await OPERATIONS[operation](storage, relative)
     assert (tmp_path / "escape").read_bytes() == b"outside"
     assert not web.exists()
 
@@ -670,7 +682,9 @@ async def test_a_cancelled_thread_hop_waits_for_its_thread_and_stays_cancelled(
         finished.append(True)
         return 1
 
-    task = asyncio.create_task(_in_thread(work))
+    executors = DiskExecutors(threads=1, writer_processes=1, writer_pool_factory=WriterPool)
+    executors.open()
+    task = asyncio.create_task(executors.in_thread(work))
     await asyncio.to_thread(started.wait)
     for _ in range(cancels):
         task.cancel()
@@ -680,6 +694,7 @@ async def test_a_cancelled_thread_hop_waits_for_its_thread_and_stays_cancelled(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert finished == [True]
+    await executors.aclose()
 
 
 def test_discard_reports_a_temp_it_cannot_remove_without_raising(
@@ -898,9 +913,9 @@ async def test_write_files_reports_a_directory_it_cannot_sweep(
 
 
 async def test_write_files_reports_a_directory_fsync_the_disk_refused(
-    storage: FileSystemStorage, web: Path, monkeypatch: pytest.MonkeyPatch
+    in_process: FileSystemStorage, web: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(filesystem, "WRITER_BYTES", -1)  # the fault is in this process
+    storage = in_process
 
     def refuse(directory: Path) -> None:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
@@ -922,9 +937,9 @@ class Repeating:
 
 
 async def test_temp_names_that_are_taken_are_skipped(
-    storage: FileSystemStorage, web: Path, monkeypatch: pytest.MonkeyPatch
+    in_process: FileSystemStorage, web: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(filesystem, "WRITER_BYTES", -1)  # the fault is in this process
+    storage = in_process
     taken = put(web / "simple/demo" / f".index.html.{0:012x}.part", b"someone else's")
     monkeypatch.setattr(storage, "_live", NoSweep())
     monkeypatch.setattr(filesystem, "_random", Repeating(0, 1))
@@ -959,22 +974,33 @@ def slowly_upper(file: BinaryIO) -> bytes | None:
     return file.read().upper()
 
 
-async def test_small_files_and_pages_land_through_a_writer_process(
-    storage: FileSystemStorage, web: Path
-) -> None:
+async def test_small_files_and_pages_land_through_a_writer_process(web: Path) -> None:
+    pools: list[WriterPool] = []
+
+    def watched(size: int) -> WriterPool:
+        pools.append(WriterPool(size))
+        return pools[-1]
+
     derivation = Derivation(relative=f"{WHEEL}.metadata", derive=upper, sha256=sha(b"WHEEL"))
-    blob = await storage.store_stream(
-        WHEEL, stream(b"whe", b"el"), sha256=sha(b"wheel"), size=5, derivation=derivation
-    )
-    await storage.write_files([("simple/demo/index.html", b"<html>")])
+    async with FileSystemStorage(web, writer_processes=1, writer_pool_factory=watched) as storage:
+        blob = await storage.store_stream(
+            WHEEL, stream(b"whe", b"el"), sha256=sha(b"wheel"), size=5, derivation=derivation
+        )
+        await storage.write_files([("simple/demo/index.html", b"<html>")])
+        (pool,) = pools
+        writer_pid = pool.submit(os.getpid).result(timeout=30)
+    assert writer_pid != os.getpid(), "the writes went to a writer process"
     assert blob == StoredBlob(
         sha256=sha(b"wheel"), size=5, derived=StoredBlob(sha256=sha(b"WHEEL"), size=5)
     )
     assert (web / WHEEL).read_bytes() == b"wheel"
     assert (web / f"{WHEEL}.metadata").read_bytes() == b"WHEEL"
     assert (web / "simple/demo/index.html").read_bytes() == b"<html>"
-    assert filesystem._WRITER_POOL is not None, "the writes went to the writer processes"
     assert temps(web) == []
+    with pytest.raises(ProcessLookupError):
+        os.kill(writer_pid, 0)  # the storage's end stopped its writer
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.submit(os.getpid)
 
 
 async def test_a_writer_process_refusal_names_the_file_and_the_reason(
@@ -1034,17 +1060,15 @@ async def test_a_cancelled_store_waits_for_its_writer_process(
     assert temps(web) == []
 
 
-async def test_large_writes_stay_in_this_process(
-    storage: FileSystemStorage, web: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def no_writer() -> None:
+async def test_large_writes_stay_in_this_process(web: Path) -> None:
+    def no_writer(size: int) -> WriterPool:
         raise AssertionError("a large write went to a writer process")
 
-    monkeypatch.setattr(filesystem, "_writer_pool", no_writer)
     big = b"x" * (filesystem.WRITER_BYTES + 1)
-    await storage.store_stream(WHEEL, stream(big), sha256=sha(big), size=len(big))
-    await storage.write_files([("simple/index.html", big)])
-    await storage.write_bytes("last-modified", b"20261124T00:00:00\n")
+    async with FileSystemStorage(web, writer_pool_factory=no_writer) as storage:
+        await storage.store_stream(WHEEL, stream(big), sha256=sha(big), size=len(big))
+        await storage.write_files([("simple/index.html", big)])
+        await storage.write_bytes("last-modified", b"20261124T00:00:00\n")
     assert (web / WHEEL).stat().st_size == len(big)
     assert (web / "simple/index.html").stat().st_size == len(big)
     assert (web / "last-modified").read_bytes() == b"20261124T00:00:00\n"
@@ -1116,3 +1140,112 @@ async def test_write_generated_names_the_file_the_disk_refused(
     with pytest.raises(StorageError, match=r"cannot write .*simple/index.html: a parent is not"):
         await storage.write_generated(["simple/index.html"], lambda: [(b"<html>",)])
     assert temps(web) == []
+
+
+# --- lifecycle ---------------------------------------------------------------------------
+
+
+async def test_a_storage_works_only_inside_its_async_with_block(web: Path) -> None:
+    storage = FileSystemStorage(web)
+    with pytest.raises(RuntimeError, match="async with"):
+        await storage.write_bytes("last-modified", b"x")
+    async with storage:
+        await storage.write_bytes("last-modified", b"x")
+        with pytest.raises(RuntimeError, match="already open"):
+            await storage.__aenter__()
+    with pytest.raises(RuntimeError, match="async with"):
+        await storage.read_bytes("last-modified")
+    async with storage:  # it may be opened again, with fresh pools
+        assert await storage.read_bytes("last-modified") == b"x"
+
+
+async def test_leaving_the_block_stops_the_storages_threads(web: Path) -> None:
+    before = {thread.ident for thread in threading.enumerate()}
+    async with FileSystemStorage(web, io_threads=3) as storage:
+        await asyncio.gather(*(storage.exists(f"simple/p{i}") for i in range(20)))
+        disk = [t for t in threading.enumerate() if t.name.startswith("mirror-disk")]
+        assert disk
+        assert all(t.ident not in before for t in disk), "the storage's own threads"
+        assert len(disk) <= 3, "io_threads bounds the pool"
+    assert not any(t.is_alive() for t in disk)
+
+
+# --- list_files ---------------------------------------------------------------------------
+
+
+async def listed(storage: FileSystemStorage, top: str) -> list[tuple[str, int]]:
+    return [(entry.path, entry.size) async for entry in storage.list_files(top)]
+
+
+async def test_list_files_walks_depth_first_with_sizes_and_temps(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    put(web / "last-modified", b"12")
+    put(web / "packages/b/f.whl", b"wheel")
+    put(web / "packages/a/c/g.tar.gz", b"sd")
+    put(web / "packages/a/z.whl", b"z")
+    put(web / "packages/a/.z.whl.0123.part", b"half")
+    put(web / "simple/demo/index.html", b"<html>")
+    (web / "simple/empty").mkdir()
+    assert await listed(storage, "packages") == [
+        ("packages/a/.z.whl.0123.part", 4),
+        ("packages/a/z.whl", 1),
+        ("packages/a/c/g.tar.gz", 2),
+        ("packages/b/f.whl", 5),
+    ]
+    everything = await listed(storage, "")
+    assert everything[0] == ("last-modified", 2)
+    assert [path for path, _ in everything][1:] == [
+        "packages/a/.z.whl.0123.part",
+        "packages/a/z.whl",
+        "packages/a/c/g.tar.gz",
+        "packages/b/f.whl",
+        "simple/demo/index.html",
+    ]
+    assert await listed(storage, "simple/demo") == [("simple/demo/index.html", 6)]
+
+
+async def test_list_files_of_a_missing_directory_lists_nothing(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    assert await listed(storage, "") == []
+    assert await listed(storage, "packages") == []
+    put(web / "packages", b"a file, not a directory")
+    assert await listed(storage, "packages") == []
+
+
+async def test_list_files_follows_symbolic_links(storage: FileSystemStorage, web: Path) -> None:
+    put(web.parent / "elsewhere/f.whl", b"wheel")
+    put(web / "simple/index.html", b"<html>")
+    (web / "packages").symlink_to(web.parent / "elsewhere")
+    (web / "simple/gone.html").symlink_to(web.parent / "nowhere")
+    assert await listed(storage, "packages") == [("packages/f.whl", 5)]
+    paths = dict(await listed(storage, "simple"))
+    assert paths["simple/index.html"] == 6
+    assert "simple/gone.html" in paths, "a dangling link is still listed"
+
+
+async def test_list_files_lists_many_files_in_batches(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    names = [f"packages/x/{index:05d}.whl" for index in range(2500)]
+    for name in names:
+        put(web / name, b"")
+    assert [path for path, _ in await listed(storage, "packages")] == names
+    early = storage.list_files("packages")
+    assert (await anext(early)).path == names[0]
+    await early.aclose()  # a listing left early releases its walk
+
+
+async def test_list_files_refuses_an_unsafe_top(storage: FileSystemStorage) -> None:
+    with pytest.raises(UnsafePathError):
+        await listed(storage, "../escape")
+
+
+async def test_list_files_reports_an_unreadable_entry(
+    storage: FileSystemStorage, web: Path
+) -> None:
+    (web / "packages").mkdir(parents=True)
+    (web / "packages/loop").symlink_to("loop")  # ELOOP on stat, even for root
+    with pytest.raises(StorageError, match="cannot list"):
+        await listed(storage, "packages")

@@ -24,6 +24,7 @@ from mirror.errors import LockedError, StateError, StorageError
 from mirror.lock import mirror_lock
 from mirror.models import PackagePath, Serial
 from mirror.state import StateStore, StoredFile
+from mirror.storage import FileSystemStorage
 from mirror.sync import ProjectFailure, SyncOptions, SyncReport
 from mirror.testing import FakeUpstream
 from mirror.verify import (
@@ -376,13 +377,15 @@ async def test_unreadable_files_and_pages_raise_storage_error(mirrored: MirrorRu
     page = mirrored.web / "simple" / "beta" / "index.v1_json"
     page.unlink()
     page.mkdir()
-    with mirrored.state() as state, pytest.raises(StorageError, match="cannot read"):
-        check_mirror(state, mirrored.web, formats=BOTH)
+    async with FileSystemStorage(mirrored.web) as storage:
+        with mirrored.state() as state, pytest.raises(StorageError, match="cannot read"):
+            await check_mirror(state, storage, formats=BOTH)
 
 
-def test_a_mirror_never_written_has_only_its_missing_root(tmp_path: Path) -> None:
-    with StateStore.open(tmp_path / "mirror.db") as state:
-        report = check_mirror(state, tmp_path / "web", formats=frozenset({"json"}))
+async def test_a_mirror_never_written_has_only_its_missing_root(tmp_path: Path) -> None:
+    async with FileSystemStorage(tmp_path / "web") as storage:
+        with StateStore.open(tmp_path / "mirror.db") as state:
+            report = await check_mirror(state, storage, formats=frozenset({"json"}))
     assert [(p.kind, p.path) for p in report.problems] == [("no-pages", "simple/index.v1_json")]
 
 

@@ -22,13 +22,14 @@ from types import TracebackType
 from typing import Self
 
 from mirror.errors import StateError
+from mirror import layout
 from mirror.state.keys import SCHEMA_KEY
 from mirror.state.schema import MIGRATIONS, SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
 
-STATE_NAME = "mirror.db"
-"""The state store's file name inside the mirror directory."""
+STATE_NAME = layout.STATE_NAME
+"""The state store's file name inside the mirror directory (defined in mirror.layout)."""
 
 # Seconds a statement waits for another process (e.g. a status command) to release
 # the database before failing.

@@ -7,12 +7,13 @@ complete and verified is the temp made ``0644``, fsynced and ``os.replace``-d ov
 target; the directory is then fsynced so the rename survives a power cut before the
 state store records it. On any failure, cancellation included, the temp is removed.
 
-Disk work and hashing run in worker threads (a pool of :data:`IO_THREADS` shared by
-every storage of the process: disk calls mostly wait, and fsyncs issued side by side
-share the file system's journal commits); streamed bytes are batched into writes of
-about 1 MiB. Small writes (a file of known size up to :data:`WRITER_BYTES`, a
-project's pages) go instead to a pool of :data:`WRITER_PROCESSES` writer processes,
-each written, verified and renamed in one step there. Threads in this process would
+Disk work and hashing run in the storage's own worker threads (:data:`IO_THREADS`:
+disk calls mostly wait, and fsyncs issued side by side share the file system's journal
+commits); streamed bytes are batched into writes of about 1 MiB. Small writes (a file
+of known size up to :data:`WRITER_BYTES`, a project's pages) go instead to the
+storage's pool of :data:`WRITER_PROCESSES` writer processes, each written, verified
+and renamed in one step there. Both pools belong to one storage and end with its
+``async with`` block (see :mod:`mirror.storage.executors`). Threads in this process would
 have to take the GIL back from the event loop after every system call, and on a
 small file the system calls are nearly all of the work: measured on 1,000 small
 projects, the hand-offs cost more than the writes. A thread or a writer process
@@ -35,40 +36,44 @@ import hashlib
 import logging
 import os
 import random
-import re
 import shutil
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from types import TracebackType
+from typing import BinaryIO, Protocol, Self
 
-from mirror.errors import IntegrityError, StorageError, UnsafePathError
-from mirror.storage import Derivation, StoredBlob
-from mirror.storage.writers import WriterLostError, WriterPool
+from mirror.errors import IntegrityError
+from mirror.layout import check_relative, is_temp_name, temp_name
+from mirror.storage.executors import (
+    DiskExecutors,
+    WriterPoolFactory,
+    disk_result,
+    storage_error,
+    wait_for_thread,
+)
+from mirror.storage.protocol import Derivation, ListedFile, StoredBlob
+from mirror.storage.writers import WriterPool
 
 logger = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
-
 IO_THREADS = 16
-"""Worker threads for disk work, shared by every storage in the process."""
+"""Worker threads for disk work, per storage (started on demand)."""
 
 WRITER_PROCESSES = max(2, min(os.cpu_count() or 1, 4))
-"""Writer processes for small writes, shared by every storage in the process; started
-on the first small write, so a run that writes none starts none. One per core (2 to 4):
+"""Writer processes for small writes, per storage; started on the first small write,
+so a run that writes none starts none. One per core (2 to 4):
 on 2 cores, 4 writers synced 1,000 small projects no faster than 2, and their start
 (an interpreter each, ~0.12 s of CPU) made a 500-project incremental sync 0.3 s slower."""
 
 WRITER_BYTES = 1 << 20
 """The largest write sent to a writer process: beyond it, copying the bytes across
 costs more than the thread hand-offs it saves. (Tests that inject disk faults into
-this process set it to -1, so that every write stays here.)"""
+this process pass ``writer_bytes=-1``, so that every write stays here.)"""
 
 FILE_MODE = 0o644
 DIRECTORY_MODE = 0o755
-TEMP_SUFFIX = ".part"
 
 # Streamed chunks are gathered into writes of this size: few thread hops per file,
 # bounded memory per download.
@@ -78,26 +83,40 @@ _READ_BYTES = 1 << 20
 # the usual 255-byte limit even for a very long file name (counted in bytes: the limit
 # is on the encoded name).
 _TEMP_NAME_KEEP_BYTES = 200
-_UNSAFE_CHARACTER_RE = re.compile(r"[\x00-\x1f\\]")
+# Files listed per thread hop by list_files.
+_LIST_BATCH_FILES = 1000
 
-_REASONS = {
-    errno.ENOSPC: "no space left on device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EROFS: "read-only file system",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-    errno.ENOENT: "no such file or directory",
-    errno.ENOTDIR: "a parent is not a directory",
-    errno.EISDIR: "is a directory",
-}
+
+class FileCalls(Protocol):
+    """The two system calls that create and fill a temp file: :mod:`os` itself, or a
+    stand-in that fails them (a full disk, a read-only file system) in tests."""
+
+    def open(self, path: Path, flags: int, mode: int = 0o777) -> int:
+        """:func:`os.open`."""
+        ...
+
+    def write(self, fd: int, data: memoryview, /) -> int:
+        """:func:`os.write`."""
+        ...
+
+
+def _default_writer_pool(size: int) -> WriterPool:
+    return WriterPool(size)
 
 
 class FileSystemStorage:
     """The served tree in ``web_root`` (the mirror directory's ``web/``).
 
-    Implements :class:`mirror.storage.Storage`. Methods raise UnsafePathError for a
-    path that could escape ``web_root`` and StorageError (naming the path and the
-    reason) when the disk refuses.
+    Implements :class:`mirror.storage.Storage`; use it as ``async with
+    FileSystemStorage(web_root) as storage:``, which releases its worker threads and
+    writer processes at the end. Methods raise UnsafePathError for a path that could
+    escape ``web_root`` and StorageError (naming the path and the reason) when the
+    disk refuses.
+
+    ``io_threads``, ``writer_processes`` and ``writer_bytes`` size the pools and the
+    largest write sent to a writer process (see the module constants);
+    ``writer_pool_factory`` makes the writer pool; ``file_calls`` creates and writes
+    the temps of this process (:mod:`os`).
 
     A writer process's temps are not in this process's record of live temps: the
     directories where small writes land (a file's own ``packages/.../<hash>/``, a
@@ -105,9 +124,36 @@ class FileSystemStorage:
     project's own steps, one after the other, never while a writer works there.
     """
 
-    def __init__(self, web_root: Path) -> None:
+    def __init__(
+        self,
+        web_root: Path,
+        *,
+        io_threads: int = IO_THREADS,
+        writer_processes: int = WRITER_PROCESSES,
+        writer_bytes: int = WRITER_BYTES,
+        writer_pool_factory: WriterPoolFactory = _default_writer_pool,
+        file_calls: FileCalls = os,
+    ) -> None:
         self._web_root = Path(web_root).absolute()
-        self._live = _LiveTemps()
+        self._live = _LiveTemps(file_calls)
+        self._writer_bytes = writer_bytes
+        self._executors = DiskExecutors(
+            threads=io_threads,
+            writer_processes=writer_processes,
+            writer_pool_factory=writer_pool_factory,
+        )
+
+    async def __aenter__(self) -> Self:
+        self._executors.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self._executors.aclose()
 
     @property
     def web_root(self) -> Path:
@@ -118,18 +164,12 @@ class FileSystemStorage:
         """Return the absolute path of ``relative``, a POSIX path under the web root.
 
         Raises UnsafePathError for an absolute path, an empty, ``.`` or ``..``
-        component, a backslash, NUL or other control character. With those gone the
-        result is inside ``web_root`` by construction. Symbolic links inside the tree
-        are the operator's to make (e.g. ``packages`` on another disk) and are followed.
+        component, a backslash, NUL, DEL or other control character (the rule of
+        :func:`mirror.layout.check_relative`). With those gone the result is inside
+        ``web_root`` by construction. Symbolic links inside the tree are the operator's
+        to make (e.g. ``packages`` on another disk) and are followed.
         """
-        if _UNSAFE_CHARACTER_RE.search(relative):
-            raise UnsafePathError(f"unsafe path {relative!r}: backslash or control character")
-        parts = relative.split("/")
-        if any(part in {"", ".", ".."} for part in parts):
-            raise UnsafePathError(
-                f"unsafe path {relative!r}: absolute, or an empty, '.' or '..' component"
-            )
-        return self._web_root.joinpath(*parts)
+        return self._web_root.joinpath(*check_relative(relative))
 
     async def store_stream(
         self,
@@ -163,7 +203,7 @@ class FileSystemStorage:
         StorageError. The caller owns ``chunks`` (closing it is theirs).
         """
         target = self.path_of(relative)
-        if size is not None and size <= WRITER_BYTES:
+        if size is not None and size <= self._writer_bytes:
             return await self._store_small(
                 relative, chunks, sha256=sha256, size=size, derivation=derivation
             )
@@ -182,23 +222,23 @@ class FileSystemStorage:
                 buffer += chunk
                 if len(buffer) >= _WRITE_BYTES:
                     if writing is not None:
-                        await _disk_result("store", target, writing)
-                    writing = _start_thread(functools.partial(temp.write, buffer))
+                        await disk_result("store", target, writing)
+                    writing = self._executors.start_thread(functools.partial(temp.write, buffer))
                     buffer = bytearray()
             if writing is not None:
-                await _disk_result("store", target, writing)
-            committing = _start_thread(
+                await disk_result("store", target, writing)
+            committing = self._executors.start_thread(
                 functools.partial(_commit_deriving, temp, buffer, sha256, size, sidecar)
             )
-            blob = await _disk_result("store", target, committing)
+            blob = await disk_result("store", target, committing)
         except BaseException:
             try:
                 if writing is not None:
-                    await _wait_for_thread(writing)
+                    await wait_for_thread(writing)
                 if committing is not None:
-                    await _wait_for_thread(committing)
+                    await wait_for_thread(committing)
             finally:
-                await _wait_for_thread(_start_thread(temp.discard))
+                await wait_for_thread(self._executors.start_thread(temp.discard))
             raise
         logger.debug("stored %s (%d bytes)", relative, blob.size)
         return blob
@@ -234,7 +274,7 @@ class FileSystemStorage:
             size=size,
             sidecar=sidecar,
         )
-        blob = await _in_writer("store", target, land)
+        blob = await self._executors.in_writer("store", target, land)
         logger.debug("stored %s (%d bytes)", relative, blob.size)
         return blob
 
@@ -255,18 +295,20 @@ class FileSystemStorage:
         StorageError naming the first file the disk refused (those before it are
         written)."""
         total = sum(len(data) for _, data in files)
-        await self._write_files(files, in_writer=total <= WRITER_BYTES)
+        await self._write_files(files, in_writer=total <= self._writer_bytes)
 
     async def _write_files(self, files: Sequence[tuple[str, bytes]], *, in_writer: bool) -> None:
         items = [(self.path_of(relative), relative, data) for relative, data in files]
         if not items:
             return
         if in_writer:
-            removed = await _in_writer(
+            removed = await self._executors.in_writer(
                 "write", items[0][0], functools.partial(_write_all, items, None)
             )
         else:
-            removed = await _in_thread(functools.partial(_write_all, items, self._live))
+            removed = await self._executors.in_thread(
+                functools.partial(_write_all, items, self._live)
+            )
         if removed:
             logger.info("removed %d stale temporary file(s) beside %s", removed, files[0][0])
 
@@ -306,14 +348,14 @@ class FileSystemStorage:
             _fsync_all(directories)
             return removed
 
-        removed = await _in_thread(write_all)
+        removed = await self._executors.in_thread(write_all)
         if removed:
             logger.info("removed %d stale temporary file(s) beside %s", removed, relatives[0])
 
     async def read_bytes(self, relative: str) -> bytes:
         """Return the bytes of ``relative``. Raises StorageError (also when missing)."""
         target = self.path_of(relative)
-        return await _on_disk("read", target, target.read_bytes)
+        return await self._executors.on_disk("read", target, target.read_bytes)
 
     async def delete(self, relative: str) -> None:
         """Remove the file ``relative``; a missing file is fine.
@@ -328,7 +370,7 @@ class FileSystemStorage:
             target.unlink(missing_ok=True)
             self._prune_parents(relative)
 
-        await _on_disk("delete", target, delete_file)
+        await self._executors.on_disk("delete", target, delete_file)
 
     async def delete_tree(self, relative: str) -> None:
         """Remove the directory ``relative`` and everything in it (e.g.
@@ -341,13 +383,13 @@ class FileSystemStorage:
                 shutil.rmtree(target)
             self._prune_parents(relative)
 
-        await _on_disk("delete", target, delete_directory)
+        await self._executors.on_disk("delete", target, delete_directory)
 
     async def exists(self, relative: str) -> bool:
         """Whether ``relative`` exists (following symbolic links). Raises StorageError
         when the disk cannot tell (e.g. permission denied on a parent)."""
         target = self.path_of(relative)
-        return await _on_disk("inspect", target, functools.partial(_exists, target))
+        return await self._executors.on_disk("inspect", target, functools.partial(_exists, target))
 
     async def remove_stale_temps(self, relative_dir: str) -> int:
         """Remove the ``.*.part`` temp files a killed run left in one directory
@@ -357,7 +399,7 @@ class FileSystemStorage:
         holds none. Raises StorageError.
         """
         directory = self._web_root if relative_dir == "" else self.path_of(relative_dir)
-        removed = await _on_disk(
+        removed = await self._executors.on_disk(
             "clean", directory, functools.partial(self._live.remove_stale, directory)
         )
         if removed:
@@ -390,10 +432,10 @@ class FileSystemStorage:
                 try:
                     found.append(self._live.adopt(target, sha256=sha256.lower(), size=size))
                 except OSError as exc:
-                    raise _storage_error("inspect", target, exc) from exc
+                    raise storage_error("inspect", target, exc) from exc
             return found
 
-        results = await _in_thread(adopt_each)
+        results = await self._executors.in_thread(adopt_each)
         for target, (removed, blob) in zip(targets, results, strict=True):
             if removed:
                 logger.info("removed %d stale temporary file(s) in %s", removed, target.parent)
@@ -426,7 +468,7 @@ class FileSystemStorage:
         ``source`` is missing)."""
         origin = self.path_of(source)
         sidecar = self._sidecar(Derivation(relative=relative, derive=derive, sha256=sha256))
-        return await _on_disk(
+        return await self._executors.on_disk(
             "store", sidecar.temp.target, functools.partial(sidecar.store_from, origin)
         )
 
@@ -434,7 +476,27 @@ class FileSystemStorage:
         """Return the sha256 and size of the file ``relative``, read in 1 MiB blocks
         in a worker thread. Raises StorageError (also when missing)."""
         target = self.path_of(relative)
-        return await _on_disk("hash", target, functools.partial(_hash_file, target))
+        return await self._executors.on_disk("hash", target, functools.partial(_hash_file, target))
+
+    async def list_files(self, top: str) -> AsyncGenerator[ListedFile, None]:
+        """Every file under the directory ``top`` (``""``: the whole web root), temps
+        included, with its size, following symbolic links (a dangling one is listed
+        with its own size). The order is a depth-first walk, each directory's files
+        (by name) before its subdirectories (by name). A missing ``top`` holds none.
+
+        The walk runs in a worker thread, a batch of files per hop; each directory's
+        entries are read as one list (as :func:`os.walk` does). Raises StorageError
+        naming a directory that cannot be read."""
+        start = self._web_root if top == "" else self.path_of(top)
+        batches = _walk_files(start, "" if top == "" else f"{top}/")
+        try:
+            while batch := await self._executors.on_disk(
+                "list", start, functools.partial(next, batches, [])
+            ):
+                for listed in batch:
+                    yield listed
+        finally:
+            batches.close()
 
     def _prune_parents(self, relative: str) -> None:
         """Remove the now-empty directories between ``relative`` and its top-level
@@ -455,7 +517,9 @@ class _LiveTemps:
     temp is in it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, calls: FileCalls = os) -> None:
+        self.calls = calls
+        """The system calls that create and write the temps."""
         self._lock = threading.Lock()
         self._paths: set[Path] = set()
 
@@ -467,12 +531,12 @@ class _LiveTemps:
         stem = os.fsencode(target.name)[:_TEMP_NAME_KEEP_BYTES].decode(errors="ignore")
         with self._lock:
             try:
-                fd, path = _create_temp(target.parent, stem)
+                fd, path = _create_temp(target.parent, stem, self.calls)
             except FileNotFoundError:
                 # Most targets land in a directory that does not exist yet (paths are
                 # content addressed): try first, and create on demand.
                 _make_directories(target.parent)
-                fd, path = _create_temp(target.parent, stem)
+                fd, path = _create_temp(target.parent, stem, self.calls)
             self._paths.add(path)
         return fd, path
 
@@ -531,7 +595,7 @@ class _LiveTemps:
     def _remove_stale_entries(self, entries: Iterable[os.DirEntry[str]]) -> int:
         removed = 0
         for entry in entries:
-            if not _is_temp_name(entry.name) or not entry.is_file(follow_symlinks=False):
+            if not is_temp_name(entry.name) or not entry.is_file(follow_symlinks=False):
                 continue
             path = Path(entry.path)
             with self._lock:
@@ -571,7 +635,7 @@ class _TempFile:
             self._fd, self._path = self._live.create(self._target)
         view = memoryview(data)
         while view:
-            view = view[os.write(self._fd, view) :]
+            view = view[self._live.calls.write(self._fd, view) :]
         self._digest.update(data)
         self._size += len(data)
 
@@ -688,7 +752,9 @@ def _store_whole(
 ) -> StoredBlob:
     """Write ``data`` to ``target`` as a verified, renamed file, then its sidecar;
     runs in a writer process (picklable arguments only)."""
-    live = _WRITER_LIVE
+    # A writer process runs one step at a time, so a record of this step's own temps
+    # is all it needs: no other store of that process is in flight meanwhile.
+    live = _LiveTemps()
     temp = _TempFile(target, label=label, live=live)
     bound = None
     if sidecar is not None:
@@ -704,9 +770,10 @@ def _store_whole(
 def _write_all(items: Sequence[tuple[Path, str, bytes]], live: _LiveTemps | None) -> int:
     """Write each ``(target, label, data)`` for :meth:`FileSystemStorage.write_files`
     after sweeping their directories; return how many stale temps were removed.
-    ``live`` None: the record of this writer process."""
+    ``live`` None: in a writer process, which runs one step at a time (see
+    :func:`_store_whole`)."""
     if live is None:
-        live = _WRITER_LIVE
+        live = _LiveTemps()
     temps = [(_TempFile(target, label=label, live=live), data) for target, label, data in items]
     directories = list(dict.fromkeys(temp.target.parent for temp, _ in temps))
     removed = _sweep(directories, live)
@@ -727,7 +794,7 @@ def _sweep(directories: Iterable[Path], live: _LiveTemps) -> int:
             # A file in the way: the write that follows fails, naming it.
             continue
         except OSError as exc:
-            raise _storage_error("clean", directory, exc) from exc
+            raise storage_error("clean", directory, exc) from exc
     return removed
 
 
@@ -739,11 +806,11 @@ def _fsync_all(directories: Iterable[Path]) -> None:
 
 def _on_disk_now(action: str, path: Path, func: Callable[[], object]) -> None:
     """Call ``func`` (in the current worker thread) with an OSError turned into
-    StorageError, as :func:`_on_disk` does across a thread hop."""
+    StorageError, as :meth:`DiskExecutors.on_disk` does across a thread hop."""
     try:
         func()
     except OSError as exc:
-        raise _storage_error(action, path, exc) from exc
+        raise storage_error(action, path, exc) from exc
 
 
 def _check_not_too_long(
@@ -758,13 +825,13 @@ def _check_not_too_long(
         )
 
 
-def _create_temp(directory: Path, stem: str) -> tuple[int, Path]:
+def _create_temp(directory: Path, stem: str, calls: FileCalls) -> tuple[int, Path]:
     """Create a new, empty ``.<stem>.<random>.part`` in ``directory`` (mode
     :data:`FILE_MODE` as the umask allows) and return its fd and path."""
     for _ in range(100):
-        path = directory / f".{stem}.{_random.getrandbits(48):012x}{TEMP_SUFFIX}"
+        path = directory / temp_name(stem, f"{_random.getrandbits(48):012x}")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            fd = calls.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         except FileExistsError:
             continue
         return fd, path
@@ -774,11 +841,6 @@ def _create_temp(directory: Path, stem: str) -> tuple[int, Path]:
 
 # Temp names only need to differ (O_EXCL guards the rest), not be unpredictable.
 _random = random.Random()  # noqa: S311
-
-
-def _is_temp_name(name: str) -> bool:
-    """Whether ``name`` matches ``.*.part``, the shape of a temp (``.<name>.<random>.part``)."""
-    return len(name) > len(TEMP_SUFFIX) and name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
 def _make_directories(directory: Path) -> None:
@@ -824,6 +886,46 @@ def _exists(path: Path) -> bool:
     return True
 
 
+def _walk_files(start: Path, prefix: str) -> Generator[list[ListedFile], None, None]:
+    """The files under ``start`` for :meth:`FileSystemStorage.list_files`, in batches,
+    as paths beginning with ``prefix``."""
+    batch: list[ListedFile] = []
+    # (directory, its path as listed) still to read, the next one last.
+    pending = [(start, prefix)]
+    while pending:
+        directory, relative = pending.pop()
+        try:
+            with os.scandir(directory) as scanned:
+                entries = sorted(scanned, key=lambda entry: entry.name)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # nothing was ever written there (or it is gone)
+        # Permissions do not stop root, who runs the tests: an unreadable directory
+        # cannot be made there.
+        except OSError as exc:  # pragma: no cover
+            raise storage_error("list", directory, exc) from exc
+        subdirectories = []
+        for entry in entries:
+            if entry.is_dir():
+                subdirectories.append((Path(entry.path), f"{relative}{entry.name}/"))
+                continue
+            batch.append(ListedFile(path=f"{relative}{entry.name}", size=_listed_size(entry)))
+            if len(batch) >= _LIST_BATCH_FILES:
+                yield batch
+                batch = []
+        pending.extend(reversed(subdirectories))
+    if batch:
+        yield batch
+
+
+def _listed_size(entry: os.DirEntry[str]) -> int:
+    """The size of the file ``entry`` names, through a symbolic link if it is one (a
+    dangling link: its own size)."""
+    try:
+        return entry.stat().st_size
+    except FileNotFoundError:
+        return entry.stat(follow_symlinks=False).st_size
+
+
 def _hash_file(path: Path) -> StoredBlob:
     digest = hashlib.sha256()
     size = 0
@@ -832,116 +934,3 @@ def _hash_file(path: Path) -> StoredBlob:
             digest.update(block)
             size += len(block)
     return StoredBlob(sha256=digest.hexdigest(), size=size)
-
-
-def _storage_error(action: str, path: Path, exc: OSError) -> StorageError:
-    reason = _REASONS.get(exc.errno or 0) or exc.strerror or str(exc)
-    return StorageError(f"cannot {action} {path}: {reason}")
-
-
-def _start_thread(func: Callable[[], _T]) -> asyncio.Future[_T]:
-    """Run ``func`` in the default executor and return its future.
-
-    A bare executor future rather than an ``asyncio.to_thread`` task: a task can be
-    cancelled from outside (``asyncio.run`` cancels every task at shutdown), which would
-    mark it done while its thread still runs, and cleanup would then race the write.
-    Nothing outside this module holds these futures, and it only ever shields them.
-    """
-    return asyncio.get_running_loop().run_in_executor(_executor(), func)
-
-
-_EXECUTOR: ThreadPoolExecutor | None = None
-_EXECUTOR_LOCK = threading.Lock()
-
-
-def _executor() -> ThreadPoolExecutor:
-    """The process's disk thread pool, made on first use (threads start on demand)."""
-    global _EXECUTOR  # noqa: PLW0603  # one pool per process, made lazily
-    with _EXECUTOR_LOCK:
-        if _EXECUTOR is None:
-            _EXECUTOR = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="mirror-disk")
-        return _EXECUTOR
-
-
-# The temps a writer process has open: the only record it keeps (every writer process
-# has its own copy of this module).
-_WRITER_LIVE = _LiveTemps()
-
-_WRITER_POOL: WriterPool | None = None
-
-
-def _writer_pool() -> WriterPool:
-    """The process's pool of writer processes, made on first use."""
-    global _WRITER_POOL  # noqa: PLW0603  # one pool per process, made lazily
-    with _EXECUTOR_LOCK:
-        if _WRITER_POOL is None:
-            _WRITER_POOL = WriterPool(WRITER_PROCESSES)
-        return _WRITER_POOL
-
-
-async def _in_writer(action: str, path: Path, func: Callable[[], _T]) -> _T:
-    """Return ``func()`` run in a writer process (``func`` and its result must
-    pickle), waiting for it as :func:`_in_thread` does when cancelled.
-
-    Its OSError becomes StorageError (``cannot <action> <path>: reason``), as does the
-    death of the writer process (killed, out of memory): the operation is then
-    unfinished, and leaves at most a temp for a later sweep."""
-    future: asyncio.Future[_T] = asyncio.wrap_future(_writer_pool().submit(func))
-    try:
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            await _wait_for_thread(future)
-            raise
-    except OSError as exc:
-        raise _storage_error(action, path, exc) from exc
-    except WriterLostError as exc:
-        raise StorageError(f"cannot {action} {path}: a disk writer process died") from exc
-
-
-async def _disk_result(action: str, path: Path, future: asyncio.Future[_T]) -> _T:
-    """Await a disk thread's result without cancelling it; its OSError becomes
-    StorageError here, so only disk failures are translated, never the caller's."""
-    try:
-        return await asyncio.shield(future)
-    except OSError as exc:
-        raise _storage_error(action, path, exc) from exc
-
-
-async def _on_disk(action: str, path: Path, func: Callable[[], _T]) -> _T:
-    """:func:`_in_thread`, with an OSError turned into StorageError ("cannot
-    ``action`` ``path``: reason")."""
-    try:
-        return await _in_thread(func)
-    except OSError as exc:
-        raise _storage_error(action, path, exc) from exc
-
-
-async def _in_thread(func: Callable[[], _T]) -> _T:
-    """Return ``func()`` run in a worker thread.
-
-    If the caller is cancelled meanwhile, wait for the thread to finish before
-    re-raising: the thread cannot be stopped, and whatever the caller does next
-    (cleanup, a retry writing the same file) must not race it.
-    """
-    future = _start_thread(func)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await _wait_for_thread(future)
-        raise
-
-
-async def _wait_for_thread(future: asyncio.Future[_T]) -> None:
-    """Wait until ``future`` is done, absorbing cancellations meanwhile, and consume
-    its outcome (the caller is already handling an error). A cancellation that
-    arrived while waiting is re-raised once the thread is done: it is never lost."""
-    cancelled = False
-    while not future.done():
-        try:
-            await asyncio.wait([future])
-        except asyncio.CancelledError:
-            cancelled = True
-    future.exception()
-    if cancelled:
-        raise asyncio.CancelledError

@@ -17,13 +17,13 @@ replies.
 A writer that dies (killed, out of memory) fails the steps it held with
 :class:`WriterLostError`; the next :meth:`~WriterPool.submit` starts a replacement. Writers
 ignore SIGINT and SIGTERM (the parent stops the run and waits for its steps), and exit
-when :meth:`~WriterPool.close` asks them to (at the latest when the parent exits), or
-when their pipe closes (the parent died).
+when :meth:`~WriterPool.close` asks them to (its owner, a storage, closes it when its
+``async with`` block ends), or when their pipe closes (the parent died). They are
+daemonic: a parent that exits without closing the pool ends them rather than waiting.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import itertools
 import logging
@@ -69,7 +69,6 @@ class WriterPool:
         self._lock = threading.Lock()
         self._ids = itertools.count()
         self._closed = False
-        atexit.register(self.close)
 
     def submit(self, step: Callable[[], Any]) -> Future[Any]:
         """Send ``step`` to the writer with the fewest steps in hand (starting one while
@@ -121,7 +120,7 @@ class WriterPool:
 def _start_writer() -> _Writer:
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
-    process = context.Process(target=writer_main, args=(theirs,), name="mirror-writer")
+    process = context.Process(target=writer_main, args=(theirs,), name="mirror-writer", daemon=True)
     process.start()
     theirs.close()
     writer = _Writer(process=process, connection=ours)

@@ -36,10 +36,12 @@ from typing import TextIO
 import aiohttp
 from packaging.utils import canonicalize_name
 
-from mirror.state import STATE_NAME, UNFINISHED_META_KEY, StateStore
+from mirror.layout import STATE_NAME, WEB_DIR
+from mirror.state import UNFINISHED_META_KEY, StateStore
+from mirror.storage import FileSystemStorage
 from mirror.testing.distributions import make_sdist, make_wheel
 from mirror.testing.upstream import FakeUpstream
-from mirror.verify import SAFETY_KINDS, WEB_DIR, Problem, check_mirror
+from mirror.verify import SAFETY_KINDS, Problem, check_mirror
 
 _FORMATS = frozenset({"html", "json"})
 _SIMPLE_JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
@@ -285,14 +287,15 @@ def _config(directory: Path, upstream_url: str) -> Path:
     return path
 
 
-def _check(mirror: Path) -> tuple[list[Problem], bool]:
-    """Every problem verify finds in the mirror, and whether a run was under way
-    (blocking)."""
-    if not (mirror / STATE_NAME).exists():
+async def _check(mirror: Path) -> tuple[list[Problem], bool]:
+    """Every problem verify finds in the mirror, and whether a run was under way."""
+    if not await asyncio.to_thread((mirror / STATE_NAME).exists):
         return [], False
-    with StateStore.open(mirror / STATE_NAME) as state:
-        report = check_mirror(state, mirror / WEB_DIR, formats=_FORMATS, workers=2)
-        under_way = bool(state.get_meta(UNFINISHED_META_KEY))
+    async with FileSystemStorage(mirror / WEB_DIR) as storage:
+        state = await asyncio.to_thread(StateStore.open, mirror / STATE_NAME)
+        with state:
+            report = await check_mirror(state, storage, formats=_FORMATS, workers=2)
+            under_way = bool(await asyncio.to_thread(state.get_meta, UNFINISHED_META_KEY))
     return list(report.problems), under_way
 
 
@@ -449,7 +452,7 @@ async def _run_and_kill(
             f" exit {process.returncode}"
         )
     tally.kills += 1
-    problems, under_way = await asyncio.to_thread(_check, mirror)
+    problems, under_way = await _check(mirror)
     bad = [p for p in problems if p.kind in SAFETY_KINDS]
     tally.violations += [f"kill {tally.kills}: {p.kind} {p.path}: {p.detail}" for p in bad]
     temps = {p.path for p in problems if p.kind == "temp"}
@@ -486,7 +489,7 @@ async def _convergence_errors(upstream: FakeUpstream, mirror: Path, final_code: 
     errors: list[str] = []
     if final_code != 0:
         errors.append(f"the clean sync exited {final_code} (see sync.log)")
-    problems, _ = await asyncio.to_thread(_check, mirror)
+    problems, _ = await _check(mirror)
     errors += [f"{p.kind} {p.path}: {p.detail}" for p in problems]
     async with aiohttp.ClientSession() as session:
         expected = await _upstream_pages(session, upstream.base_url)
