@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from packaging.utils import NormalizedName, canonicalize_name
 
+from mirror import verify as verify_module
 from mirror.cli import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -478,3 +479,20 @@ async def test_cli_exit_codes_2_3_and_4(
         assert await run_cli("verify", "-c", str(config)) == EXIT_LOCKED
     elsewhere = write_config(tmp_path / "empty" / "mirror", upstream.base_url)
     assert await run_cli("verify", "-c", str(elsewhere)) == EXIT_ERROR
+
+
+async def test_the_tree_is_judged_in_batches_and_odd_names_are_orphans(
+    mirrored: MirrorRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(verify_module, "_TREE_BATCH_FILES", 2)
+    odd = mirrored.web / "packages" / "aa" / "bb" / "cc" / "odd\x7fname.whl"
+    odd.parent.mkdir(parents=True)
+    odd.write_bytes(b"x")
+    ghost = mirrored.web / "simple" / "ghost" / "index.html"
+    ghost.parent.mkdir()
+    ghost.write_text("<html></html>")
+    found = await verify(mirrored.directory, formats=BOTH)
+    assert [(p.kind, p.path) for p in found.report.problems] == [
+        ("orphan", relative(mirrored, odd)),
+        ("no-project", "simple/ghost"),
+    ]

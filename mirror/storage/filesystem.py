@@ -325,30 +325,9 @@ class FileSystemStorage:
             _TempFile(self.path_of(relative), label=relative, live=self._live)
             for relative in relatives
         ]
-        directories = list(dict.fromkeys(temp.target.parent for temp in temps))
-
-        def write_all() -> int:
-            removed = _sweep(directories, self._live)
-            try:
-                for chunks in produce():
-                    for temp, chunk in zip(temps, chunks, strict=True):
-                        _on_disk_now("write", temp.target, functools.partial(temp.write, chunk))
-                for temp in temps:
-                    _on_disk_now(
-                        "write",
-                        temp.target,
-                        functools.partial(
-                            temp.commit, b"", sha256=None, size=None, sync_directory=False
-                        ),
-                    )
-            except BaseException:
-                for temp in temps:
-                    temp.discard()
-                raise
-            _fsync_all(directories)
-            return removed
-
-        removed = await self._executors.in_thread(write_all)
+        removed = await self._executors.in_thread(
+            functools.partial(_write_generated, temps, self._live, produce)
+        )
         if removed:
             logger.info("removed %d stale temporary file(s) beside %s", removed, relatives[0])
 
@@ -780,6 +759,31 @@ def _write_all(items: Sequence[tuple[Path, str, bytes]], live: _LiveTemps | None
     for temp, data in temps:
         commit = functools.partial(temp.commit, data, sha256=None, size=None, sync_directory=False)
         _on_disk_now("write", temp.target, commit)
+    _fsync_all(directories)
+    return removed
+
+
+def _write_generated(
+    temps: Sequence[_TempFile], live: _LiveTemps, produce: Callable[[], Iterable[Sequence[bytes]]]
+) -> int:
+    """Write ``temps`` from the chunks ``produce()`` yields and commit them, for
+    :meth:`FileSystemStorage.write_generated`, after sweeping their directories; return
+    how many stale temps were removed. On any failure every temp is discarded."""
+    directories = list(dict.fromkeys(temp.target.parent for temp in temps))
+    removed = _sweep(directories, live)
+    try:
+        for chunks in produce():
+            for temp, chunk in zip(temps, chunks, strict=True):
+                _on_disk_now("write", temp.target, functools.partial(temp.write, chunk))
+        for temp in temps:
+            commit = functools.partial(
+                temp.commit, b"", sha256=None, size=None, sync_directory=False
+            )
+            _on_disk_now("write", temp.target, commit)
+    except BaseException:
+        for temp in temps:
+            temp.discard()
+        raise
     _fsync_all(directories)
     return removed
 
