@@ -21,8 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from mirror.errors import StateError
 from mirror import layout
+from mirror.errors import StateError
 from mirror.state.keys import SCHEMA_KEY
 from mirror.state.schema import MIGRATIONS, SCHEMA_VERSION
 
