@@ -1,7 +1,8 @@
 """The ``mirror`` command line: subcommands, logging set-up and exit codes.
 
-No mirroring logic lives here; this module wires the config to the sync engine and
-turns :class:`~mirror.errors.MirrorError` into exit codes:
+No mirroring logic lives here: this module parses arguments, sets up logging, hands
+the config to :mod:`mirror.app` (which builds every command's resources) and turns
+:class:`~mirror.errors.MirrorError` into exit codes:
 
 ====  ==============================================================================
 code  meaning
@@ -34,24 +35,23 @@ from typing import TYPE_CHECKING
 from humanfriendly import format_size, format_timespan
 from packaging.utils import NormalizedName
 
-from mirror import __version__
-from mirror.config import Config, load_config
+from mirror import __version__, app
+from mirror.config import load_config
 from mirror.errors import (
     ConfigError,
     LockedError,
     MalformedResponseError,
     MirrorError,
 )
-from mirror.layout import STATE_NAME, WEB_DIR
 from mirror.models import project_name
 
 if TYPE_CHECKING:
     from mirror.progress import ProgressSink
     from mirror.sync import SyncReport
 
-# Each command imports what it needs when it runs: start-up is most of a sync that
-# finds nothing to do, and `mirror sync` has no use for the web server, the status
-# page or the verifier (nor for aiohttp's server half).
+# Each command imports what it needs when it runs (mirror.app does the same): start-up
+# is most of a sync that finds nothing to do, and `mirror sync` has no use for the web
+# server, the status page or the verifier (nor for aiohttp's server half).
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_sync(args: argparse.Namespace) -> int:
     """``mirror sync``: one pass."""
     config = load_config(args.config)
-    report = asyncio.run(_sync(config, _project_names(args.projects)))
+    report = asyncio.run(app.sync(config, _project_names(args.projects), progress=_progress_sink()))
     logger.info("%s", summary_line(report))
     return EXIT_OK if report.ok else EXIT_PROJECTS_FAILED
 
@@ -239,23 +239,8 @@ def _run_status(args: argparse.Namespace) -> int:
 
 def _run_serve(args: argparse.Namespace) -> int:
     """``mirror serve``: serve the web tree until SIGTERM (exit 0) or SIGINT (130)."""
-    from mirror.metrics import metrics_routes  # noqa: PLC0415  # see the imports
-    from mirror.server import serve  # noqa: PLC0415
-    from mirror.statuspage import status_routes  # noqa: PLC0415
-
     config = load_config(args.config)
-    asyncio.run(
-        serve(
-            config.directory / WEB_DIR,
-            host=args.host or config.serve_host,
-            port=config.serve_port if args.port is None else args.port,
-            access_log=config.serve_access_log,
-            extra_routes=[
-                *metrics_routes(config.directory),
-                *status_routes(config.directory),
-            ],
-        )
-    )
+    asyncio.run(app.serve(config, host=args.host, port=args.port))
     return EXIT_OK
 
 
@@ -273,7 +258,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
     config = load_config(args.config)
 
     async def sync_pass() -> None:
-        logger.info("%s", summary_line(await _sync(config, None)))
+        logger.info("%s", summary_line(await app.sync(config, progress=_progress_sink())))
 
     schedule = Schedule(
         interval_seconds=config.interval_seconds, jitter_seconds=config.interval_jitter_seconds
@@ -308,17 +293,16 @@ def _run_filters(args: argparse.Namespace) -> int:
 
 def _run_verify(args: argparse.Namespace) -> int:
     """``mirror verify``: the integrity check (see mirror.verify)."""
-    from mirror.verify import render_json, render_text, verify  # noqa: PLC0415  # see the imports
+    from mirror.verify import render_json, render_text  # noqa: PLC0415  # see the imports
 
     config = load_config(args.config)
     outcome = asyncio.run(
-        verify(
-            config.directory,
-            formats=config.formats,
+        app.verify(
+            config,
             repair=args.repair,
             delete_orphans=args.delete_orphans,
             dry_run=args.dry_run,
-            resync=lambda names: _sync(config, list(names)),
+            progress=_progress_sink,
         )
     )
     sys.stdout.write(render_json(outcome) if args.json else render_text(outcome))
@@ -349,51 +333,6 @@ def summary_line(report: SyncReport) -> str:
         f"{report.pending} queued for retry; "
         f"{format_timespan(report.elapsed_seconds)}"
     )
-
-
-async def _sync(config: Config, projects: list[NormalizedName] | None) -> SyncReport:
-    # See the imports: only what a sync needs.
-    from mirror.filters.dryrun import filters_of  # noqa: PLC0415
-    from mirror.lock import mirror_lock  # noqa: PLC0415
-    from mirror.state import StateStore  # noqa: PLC0415
-    from mirror.storage import FileSystemStorage  # noqa: PLC0415
-    from mirror.sync import Syncer, SyncOptions  # noqa: PLC0415
-    from mirror.upstream import Upstream, UpstreamSettings  # noqa: PLC0415
-
-    directory = config.directory
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot create {directory}: {exc.strerror}", section="mirror", key="directory"
-        ) from exc
-    with mirror_lock(directory), StateStore.open(directory / STATE_NAME) as state:
-        settings = UpstreamSettings.from_config(
-            config, max_connections=max(config.download_concurrency, config.workers) + 2
-        )
-        options = SyncOptions(
-            workers=config.workers,
-            download_concurrency=config.download_concurrency,
-            formats=config.formats,
-            keep_json=config.keep_json,
-            metadata_source="json" if config.metadata_source == "json" else "simple",
-            retry_base_seconds=config.retry_base_seconds,
-            retry_max_seconds=config.retry_max_seconds,
-            metrics_file=config.metrics_file,
-            filters=filters_of(config),
-        )
-        async with (
-            FileSystemStorage(directory / WEB_DIR) as storage,
-            Upstream(settings) as upstream,
-        ):
-            syncer = Syncer(
-                upstream=upstream,
-                storage=storage,
-                state=state,
-                options=options,
-                progress=_progress_sink(),
-            )
-            return await syncer.run(projects=projects)
 
 
 def _project_names(raw: list[str] | None) -> list[NormalizedName] | None:

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Literal, TypeAlias, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 from humanfriendly import InvalidTimespan, format_timespan, parse_timespan
@@ -38,13 +38,16 @@ SERVE_SECTION: Final = "serve"
 KNOWN_SECTIONS: Final[frozenset[str]] = frozenset({MIRROR_SECTION, SERVE_SECTION})
 """Sections a config file may contain; any other is an error. Filters will add theirs."""
 
-FORMAT_HTML: Final = "html"
-FORMAT_JSON: Final = "json"
-FORMATS: Final[frozenset[str]] = frozenset({FORMAT_HTML, FORMAT_JSON})
-"""The simple-page formats a mirror can write (PEP 503 HTML, PEP 691 JSON)."""
+Format: TypeAlias = Literal["html", "json"]
+"""A simple-page format a mirror can write (PEP 503 HTML, PEP 691 JSON)."""
+FORMAT_HTML: Final[Format] = "html"
+FORMAT_JSON: Final[Format] = "json"
+FORMATS: Final[frozenset[Format]] = frozenset({FORMAT_HTML, FORMAT_JSON})
+"""The simple-page formats a mirror can write."""
 
-METADATA_SOURCES: Final[frozenset[str]] = frozenset({"simple", "json"})
+MetadataSource: TypeAlias = Literal["simple", "json"]
 """Where project detail comes from: PEP 691 project pages or ``/pypi/<p>/json``."""
+METADATA_SOURCES: Final[frozenset[MetadataSource]] = frozenset(get_args(MetadataSource))
 
 _DEFAULT_UPSTREAM_URL: Final = "https://pypi.org"
 _DEFAULT_WORKERS: Final = 4
@@ -52,7 +55,7 @@ _DEFAULT_DOWNLOAD_CONCURRENCY: Final = 16
 _DEFAULT_CONNECT_TIMEOUT_SECONDS: Final = 10.0
 _DEFAULT_READ_TIMEOUT_SECONDS: Final = 60.0
 _DEFAULT_RETRIES: Final = 5
-_DEFAULT_METADATA_SOURCE: Final = "simple"
+_DEFAULT_METADATA_SOURCE: Final[MetadataSource] = "simple"
 _DEFAULT_RETRY_BASE_SECONDS: Final = 300.0
 _DEFAULT_RETRY_MAX_SECONDS: Final = 86400.0
 _DEFAULT_INTERVAL_SECONDS: Final = 600.0
@@ -139,7 +142,7 @@ _URL_USERINFO_RE: Final = re.compile(r"//[^/@]*@")
 _NETLOC_RE: Final = re.compile(r"(?:.*@)?(?:[\w.-]+|\[[0-9A-Fa-f:.]+\])(?::[^@]*)?")
 
 # bandersnatch's simple-format values and the formats each one means.
-_SIMPLE_FORMATS: Final[Mapping[str, frozenset[str]]] = {
+_SIMPLE_FORMATS: Final[Mapping[str, frozenset[Format]]] = {
     "all": FORMATS,
     "html": frozenset({FORMAT_HTML}),
     "json": frozenset({FORMAT_JSON}),
@@ -174,11 +177,11 @@ class Config:
     """``read-timeout`` (or ``timeout``): seconds per socket read, not per request."""
     retries: int = _DEFAULT_RETRIES
     """``retries``: attempts after the first for transient failures."""
-    formats: frozenset[str] = FORMATS
+    formats: frozenset[Format] = FORMATS
     """``formats`` (or ``simple-format``): which of ``html``, ``json`` to write."""
     keep_json: bool = False
     """``json``: keep a ``/pypi/<p>/json`` copy of each project."""
-    metadata_source: str = _DEFAULT_METADATA_SOURCE
+    metadata_source: MetadataSource = _DEFAULT_METADATA_SOURCE
     """``metadata-source``: ``simple`` (PEP 691 project pages) or ``json``."""
     allow_non_https: bool = False
     """``allow-non-https``: whether an ``http://`` upstream is allowed."""
@@ -309,9 +312,7 @@ def parse_config(text: str, *, source: Path | None = None) -> Config:
         retries=mirror.integer("retries", default=_DEFAULT_RETRIES, bounds=_RETRIES_RANGE),
         formats=_formats(mirror),
         keep_json=mirror.boolean("json", default=False),
-        metadata_source=mirror.choice(
-            "metadata-source", METADATA_SOURCES, default=_DEFAULT_METADATA_SOURCE
-        ),
+        metadata_source=_metadata_source(mirror),
         allow_non_https=allow_non_https,
         user_agent_contact=mirror.contact("contact"),
         retry_base_seconds=retry_base_seconds,
@@ -369,7 +370,7 @@ def _read(text: str, source: Path | None) -> configparser.ConfigParser:
     return parser
 
 
-def _formats(section: _Section) -> frozenset[str]:
+def _formats(section: _Section) -> frozenset[Format]:
     key = section.either("formats", "simple-format")
     raw = section.get(key)
     if raw is None:
@@ -382,10 +383,27 @@ def _formats(section: _Section) -> frozenset[str]:
     names = [name.lower() for name in _FORMAT_SEPARATOR_RE.split(raw) if name]
     if not names:
         raise section.invalid(key, "one or more of html, json", raw)
+    by_name = {str(known): known for known in FORMATS}
+    chosen: set[Format] = set()
     for name in names:
-        if name not in FORMATS:
+        known = by_name.get(name)
+        if known is None:
             raise section.error(key, f"unknown format {name!r} (expected html, json)")
-    return frozenset(names)
+        chosen.add(known)
+    return frozenset(chosen)
+
+
+def _metadata_source(section: _Section) -> MetadataSource:
+    """``metadata-source``: ``simple`` or ``json``, any case."""
+    key = "metadata-source"
+    raw = section.get(key)
+    if raw is None:
+        return _DEFAULT_METADATA_SOURCE
+    by_name = {str(known): known for known in METADATA_SOURCES}
+    value = by_name.get(raw.lower())
+    if value is None:
+        raise section.invalid(key, "one of " + ", ".join(sorted(by_name)), raw)
+    return value
 
 
 def _ca_bundle(section: _Section, base: Path) -> Path | None:
@@ -521,15 +539,6 @@ class _Section:
         if seconds <= 0:
             raise self.error(key, f"must be more than zero, got {raw!r}")
         return seconds
-
-    def choice(self, key: str, choices: frozenset[str], *, default: str) -> str:
-        raw = self.values.get(key)
-        if raw is None:
-            return default
-        value = raw.lower()
-        if value not in choices:
-            raise self.invalid(key, "one of " + ", ".join(sorted(choices)), raw)
-        return value
 
     def url(self, key: str, *, default: str) -> str:
         """An http(s) base URL with a host, returned without its trailing slash."""

@@ -23,9 +23,9 @@ from mirror.filters import (
     FilterSet,
     FilterSpec,
     KeepAll,
+    filters_of,
     load_filters,
 )
-from mirror.filters.dryrun import filters_of
 from mirror.testing import FakeUpstream
 from tests.harness import MirrorRunner
 from tests.mirrorcheck import published_files

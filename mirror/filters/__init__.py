@@ -454,6 +454,27 @@ def _same_version(raw: str, version: Version) -> bool:
         return False
 
 
+class FilterSource(Protocol):
+    """Where a mirror's filters are configured: what :func:`filters_of` reads
+    (:class:`mirror.config.Config` is one)."""
+
+    @property
+    def filter_sections(self) -> Mapping[str, Mapping[str, str]]:
+        """The config file's sections other than ``[mirror]`` and ``[serve]``."""
+
+    @property
+    def source(self) -> Path | None:
+        """The config file; relative paths in the sections are taken from its directory."""
+
+
+def filters_of(config: FilterSource) -> FilterSet:
+    """The filters ``config`` enables, relative paths taken from its file's directory
+    (the working directory when it has none). Files the filters name are read now, so
+    each call sees their current contents. Raises ConfigError."""
+    base = config.source.parent if config.source is not None else Path()
+    return load_filters(config.filter_sections, base=base)
+
+
 def load_filters(
     sections: Mapping[str, Mapping[str, str]],
     *,

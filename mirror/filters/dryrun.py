@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from humanfriendly import format_size
 from packaging.utils import NormalizedName
 
 from mirror.config import Config
 from mirror.errors import ProjectNotFoundError
-from mirror.filters import Drop, FilterSet, load_filters
+from mirror.filters import Drop, FilterSet, filters_of
 from mirror.upstream import Upstream, UpstreamSettings
 
 
@@ -49,13 +48,6 @@ class Verdict:
         body = [f"  keep {filename}" for filename in self.kept]
         body.extend(f"  drop {drop}" for drop in self.drops)
         return [head, *body]
-
-
-def filters_of(config: Config) -> FilterSet:
-    """The filters ``config`` enables, relative paths taken from its file's directory.
-    Raises ConfigError."""
-    base = config.source.parent if config.source is not None else Path()
-    return load_filters(config.filter_sections, base=base)
 
 
 async def explain(

@@ -1,0 +1,169 @@
+"""The composition root: a :class:`~mirror.config.Config` becomes the objects a command runs.
+
+Every command that touches the mirror directory or upstream gets its resources here, so
+each is built one way only: the mirror directory (created when missing), its lock, the
+state store, the storage, the upstream client and the :class:`~mirror.sync.Syncer`,
+entered in that order on one :class:`~contextlib.AsyncExitStack` and released in the
+reverse order. ``mirror.cli`` parses arguments, sets up logging and maps errors to exit
+codes; ``mirror.daemon`` and ``mirror.verify`` are handed what they need from here.
+
+Each function imports what it needs when it runs: start-up is most of a sync that finds
+nothing to do, and ``mirror sync`` has no use for the web server, the status page or the
+verifier (nor for aiohttp's server half).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from packaging.utils import NormalizedName
+
+from mirror.config import Config
+from mirror.errors import ConfigError
+from mirror.layout import STATE_NAME, WEB_DIR
+
+if TYPE_CHECKING:
+    from mirror.progress import ProgressSink
+    from mirror.sync import Syncer, SyncOptions, SyncReport
+    from mirror.upstream import UpstreamSettings
+    from mirror.verify import VerifyOutcome
+
+# Connections beyond the workers' and the downloads' own: the changelog and listing
+# calls a run makes beside them.
+_SPARE_CONNECTIONS = 2
+
+
+def mirror_directory(config: Config) -> Path:
+    """``config``'s mirror directory, created (with its parents) when missing.
+
+    Raises ConfigError naming ``[mirror] directory`` when it cannot be created.
+    """
+    directory = config.directory
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create {directory}: {exc.strerror}", section="mirror", key="directory"
+        ) from exc
+    return directory
+
+
+def sync_settings(config: Config) -> UpstreamSettings:
+    """The upstream settings of a sync: enough connections for every worker and download."""
+    from mirror.upstream import UpstreamSettings  # noqa: PLC0415  # see the module docstring
+
+    return UpstreamSettings.from_config(
+        config,
+        max_connections=max(config.download_concurrency, config.workers) + _SPARE_CONNECTIONS,
+    )
+
+
+def sync_options(config: Config) -> SyncOptions:
+    """The sync's options as ``config`` sets them."""
+    from mirror.filters import filters_of  # noqa: PLC0415  # see the module docstring
+    from mirror.sync import SyncOptions  # noqa: PLC0415
+
+    return SyncOptions(
+        workers=config.workers,
+        download_concurrency=config.download_concurrency,
+        formats=config.formats,
+        keep_json=config.keep_json,
+        metadata_source=config.metadata_source,
+        retry_base_seconds=config.retry_base_seconds,
+        retry_max_seconds=config.retry_max_seconds,
+        metrics_file=config.metrics_file,
+        filters=filters_of(config),
+    )
+
+
+@asynccontextmanager
+async def open_syncer(
+    config: Config, *, progress: ProgressSink | None = None
+) -> AsyncIterator[Syncer]:
+    """A :class:`~mirror.sync.Syncer` over ``config``'s mirror, holding the mirror lock.
+
+    Entered in order: the mirror directory (created), its lock, the state store, the
+    storage, the upstream client; all are released when the block ends. Raises
+    ConfigError (the directory, the filters), LockedError, StateError, StorageError.
+    """
+    # See the module docstring: only what a sync needs.
+    from mirror.lock import mirror_lock  # noqa: PLC0415
+    from mirror.state import StateStore  # noqa: PLC0415
+    from mirror.storage import FileSystemStorage  # noqa: PLC0415
+    from mirror.sync import Syncer  # noqa: PLC0415
+    from mirror.upstream import Upstream  # noqa: PLC0415
+
+    directory = mirror_directory(config)
+    async with AsyncExitStack() as stack:
+        stack.enter_context(mirror_lock(directory))
+        state = stack.enter_context(StateStore.open(directory / STATE_NAME))
+        settings = sync_settings(config)
+        options = sync_options(config)
+        storage = await stack.enter_async_context(FileSystemStorage(directory / WEB_DIR))
+        upstream = await stack.enter_async_context(Upstream(settings))
+        yield Syncer(
+            upstream=upstream,
+            storage=storage,
+            state=state,
+            options=options,
+            progress=progress,
+        )
+
+
+async def sync(
+    config: Config,
+    projects: Sequence[NormalizedName] | None = None,
+    *,
+    progress: ProgressSink | None = None,
+) -> SyncReport:
+    """One sync run over ``config``'s mirror: every change (``projects`` None) or just
+    the named projects, reporting to ``progress``. See :func:`open_syncer` for errors."""
+    async with open_syncer(config, progress=progress) as syncer:
+        return await syncer.run(projects=None if projects is None else list(projects))
+
+
+async def verify(
+    config: Config,
+    *,
+    repair: bool,
+    delete_orphans: bool,
+    dry_run: bool,
+    progress: Callable[[], ProgressSink | None] = lambda: None,
+) -> VerifyOutcome:
+    """``mirror verify`` over ``config``'s mirror; a repair re-syncs the projects
+    concerned through :func:`sync`, each resync reporting to a fresh ``progress()``."""
+    from mirror.verify import verify as verify_mirror  # noqa: PLC0415  # see the docstring
+
+    def resync(names: Iterable[NormalizedName]) -> Awaitable[SyncReport]:
+        return sync(config, list(names), progress=progress())
+
+    return await verify_mirror(
+        config.directory,
+        formats=config.formats,
+        repair=repair,
+        delete_orphans=delete_orphans,
+        dry_run=dry_run,
+        resync=resync,
+    )
+
+
+async def serve(config: Config, *, host: str | None = None, port: int | None = None) -> None:
+    """``mirror serve`` over ``config``'s web tree with the metrics and status routes;
+    ``host`` and ``port`` win over the ``[serve]`` section. Runs until a signal."""
+    from mirror.metrics import metrics_routes  # noqa: PLC0415  # see the module docstring
+    from mirror.server import serve as serve_tree  # noqa: PLC0415
+    from mirror.statuspage import status_routes  # noqa: PLC0415
+
+    await serve_tree(
+        config.directory / WEB_DIR,
+        host=host or config.serve_host,
+        port=config.serve_port if port is None else port,
+        access_log=config.serve_access_log,
+        extra_routes=[
+            *metrics_routes(config.directory),
+            *status_routes(config.directory),
+        ],
+    )
