@@ -61,8 +61,10 @@ def sync_settings(config: Config) -> UpstreamSettings:
     )
 
 
-def sync_options(config: Config) -> SyncOptions:
-    """The sync's options as ``config`` sets them."""
+def sync_options(config: Config, *, reread_filters: bool = False) -> SyncOptions:
+    """The sync's options as ``config`` sets them: its filters as parsed or, with
+    ``reread_filters``, built again so that the files they name (requirements files)
+    are read as they are now. Raises ConfigError when those no longer load."""
     from mirror.filters import filters_of  # noqa: PLC0415  # see the module docstring
     from mirror.sync import SyncOptions  # noqa: PLC0415
 
@@ -75,19 +77,20 @@ def sync_options(config: Config) -> SyncOptions:
         retry_base_seconds=config.retry_base_seconds,
         retry_max_seconds=config.retry_max_seconds,
         metrics_file=config.metrics_file,
-        filters=filters_of(config),
+        filters=filters_of(config) if reread_filters else config.filters,
     )
 
 
 @asynccontextmanager
 async def open_syncer(
-    config: Config, *, progress: ProgressSink | None = None
+    config: Config, *, progress: ProgressSink | None = None, reread_filters: bool = False
 ) -> AsyncIterator[Syncer]:
     """A :class:`~mirror.sync.Syncer` over ``config``'s mirror, holding the mirror lock.
 
     Entered in order: the mirror directory (created), its lock, the state store, the
-    storage, the upstream client; all are released when the block ends. Raises
-    ConfigError (the directory, the filters), LockedError, StateError, StorageError.
+    storage, the upstream client; all are released when the block ends.
+    ``reread_filters``: see :func:`sync_options`. Raises ConfigError (the directory,
+    the filters read again), LockedError, StateError, StorageError.
     """
     # See the module docstring: only what a sync needs.
     from mirror.lock import mirror_lock  # noqa: PLC0415
@@ -101,7 +104,7 @@ async def open_syncer(
         stack.enter_context(mirror_lock(directory))
         state = stack.enter_context(StateStore.open(directory / STATE_NAME))
         settings = sync_settings(config)
-        options = sync_options(config)
+        options = sync_options(config, reread_filters=reread_filters)
         storage = await stack.enter_async_context(FileSystemStorage(directory / WEB_DIR))
         upstream = await stack.enter_async_context(Upstream(settings))
         yield Syncer(
@@ -118,10 +121,13 @@ async def sync(
     projects: Sequence[NormalizedName] | None = None,
     *,
     progress: ProgressSink | None = None,
+    reread_filters: bool = False,
 ) -> SyncReport:
     """One sync run over ``config``'s mirror: every change (``projects`` None) or just
-    the named projects, reporting to ``progress``. See :func:`open_syncer` for errors."""
-    async with open_syncer(config, progress=progress) as syncer:
+    the named projects, reporting to ``progress``. A ``mirror daemon`` pass passes
+    ``reread_filters`` (see :func:`sync_options`), as its config is parsed once for
+    all its passes. See :func:`open_syncer` for errors."""
+    async with open_syncer(config, progress=progress, reread_filters=reread_filters) as syncer:
         return await syncer.run(projects=None if projects is None else list(projects))
 
 

@@ -258,7 +258,9 @@ def _run_daemon(args: argparse.Namespace) -> int:
     config = load_config(args.config)
 
     async def sync_pass() -> None:
-        logger.info("%s", summary_line(await app.sync(config, progress=_progress_sink())))
+        # The config is parsed once; each pass reads the filters' files afresh.
+        report = await app.sync(config, progress=_progress_sink(), reread_filters=True)
+        logger.info("%s", summary_line(report))
 
     schedule = Schedule(
         interval_seconds=config.interval_seconds, jitter_seconds=config.interval_jitter_seconds

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 from humanfriendly import InvalidTimespan, format_timespan, parse_timespan
 
 from mirror.errors import ConfigError
-from mirror.filters import load_filters
+from mirror.filters import FilterSet, load_filters
 
 MIRROR_SECTION: Final = "mirror"
 SERVE_SECTION: Final = "serve"
@@ -214,7 +214,11 @@ class Config:
         default_factory=lambda: MappingProxyType({})
     )
     """Every section other than the ones above (``[plugins]``, ``[allowlist]``…), raw
-    and read-only, for :func:`mirror.filters.load_filters`; validated at load time."""
+    and read-only: what :attr:`filters` was built from (and what
+    :func:`mirror.filters.filters_of` builds it from again, re-reading the files it names)."""
+    filters: FilterSet = field(default_factory=FilterSet)
+    """The filters those sections enable, built once by :func:`parse_config` (the files
+    they name read then); empty, keeping everything, when none is enabled."""
     source: Path | None = None
     """The file this was read from; None when parsed from a string."""
 
@@ -263,7 +267,7 @@ def parse_config(text: str, *, source: Path | None = None) -> Config:
     mirror.check_keys(_MIRROR_KEYS)
 
     base = Path() if source is None else source.parent
-    load_filters(filter_sections, base=base)  # validation only; the CLI loads them again
+    filters = load_filters(filter_sections, base=base)
     directory = (base / mirror.required_text("directory")).absolute()
 
     url_key = mirror.either("upstream", "master")
@@ -328,6 +332,7 @@ def parse_config(text: str, *, source: Path | None = None) -> Config:
         serve_port=serve.integer("port", default=_DEFAULT_SERVE_PORT, bounds=_SERVE_PORT_RANGE),
         serve_access_log=serve.boolean("access-log", default=True),
         filter_sections=MappingProxyType(filter_sections),
+        filters=filters,
         source=source,
     )
 

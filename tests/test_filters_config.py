@@ -103,6 +103,13 @@ def test_without_plugins_nothing_is_filtered_and_the_config_keeps_no_sections() 
     assert FilterSet().included_names() is None
 
 
+def test_the_config_holds_the_filters_it_parsed() -> None:
+    config = parse_config(MIRROR + "[plugins]\nenabled = regex\n[filter_regex]\npackages = x\n")
+    assert [name for name, _ in config.filters.filters] == ["regex"]
+    assert config.filters.fingerprint == filters_of(config).fingerprint
+    assert parse_config(MIRROR).filters == FilterSet()
+
+
 def test_the_raw_sections_are_kept_read_only_on_the_config() -> None:
     config = parse_config(MIRROR + "[plugins]\nenabled = regex\n[filter_regex]\npackages = x\n")
     assert config.filter_sections == {

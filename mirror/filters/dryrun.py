@@ -15,7 +15,7 @@ from packaging.utils import NormalizedName
 
 from mirror.config import Config
 from mirror.errors import ProjectNotFoundError
-from mirror.filters import Drop, FilterSet, filters_of
+from mirror.filters import Drop, FilterSet
 from mirror.upstream import Upstream, UpstreamSettings
 
 
@@ -88,8 +88,7 @@ async def explain(
 
 async def dry_run(config: Config, names: Sequence[NormalizedName]) -> list[str]:
     """The ``mirror filters`` report for ``names`` under ``config``, as lines."""
-    filters = filters_of(config)
     settings = UpstreamSettings.from_config(config)
     async with Upstream(settings) as upstream:
-        verdicts = await explain(upstream, filters, names, source=config.metadata_source)
+        verdicts = await explain(upstream, config.filters, names, source=config.metadata_source)
     return [line for verdict in verdicts for line in verdict.lines()]
