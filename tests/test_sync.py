@@ -561,3 +561,22 @@ async def test_a_wheels_metadata_is_taken_from_the_wheel_without_a_request(
     stored = next((runner.web / "packages").rglob(f"{filename}.metadata"))
     assert stored.read_bytes() == metadata
     await assert_matches_upstream(runner.directory, upstream)
+
+
+async def test_a_sidecar_already_on_disk_is_adopted_not_downloaded(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    """A run killed after writing a ``.metadata`` but before recording it leaves it for
+    the next run to adopt (an sdist's sidecar cannot be taken from the file)."""
+    metadata = b"Metadata-Version: 2.1\nName: app\nVersion: 1.0\n\n"
+    upstream.add_file("app", "1.0", "app-1.0.tar.gz", b"sdist bytes", metadata=metadata)
+    path = upstream.file_url("app", "app-1.0.tar.gz").split("/", 3)[3]
+    upstream.fail_next(f"/{path}.metadata", status=404, times=1)
+    assert not (await runner.sync()).ok
+    (runner.web / f"{path}.metadata").write_bytes(metadata)
+    runner.clock.now += 10**6
+    report = await runner.sync()
+    assert report.ok
+    assert report.files_downloaded == 0
+    assert published_files(runner.web, "app")["app-1.0.tar.gz"].core_metadata
+    await assert_matches_upstream(runner.directory, upstream)
