@@ -120,6 +120,38 @@ def test_no_class_outside_mirror_testing_is_longer_than_400_lines() -> None:
     assert long == []
 
 
+def test_no_global_statement_in_mirror() -> None:
+    found = sorted(
+        f"{name}:{node.lineno}"
+        for name in modules()
+        for node in ast.walk(tree(name))
+        if isinstance(node, ast.Global)
+    )
+    assert found == []
+
+
+def modules_with_constant(matches: re.Pattern[str]) -> list[str]:
+    return sorted(
+        name
+        for name in production_modules()
+        if any(
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and matches.search(node.value)
+            for node in ast.walk(tree(name))
+        )
+    )
+
+
+def test_the_state_file_name_is_spelled_in_one_module() -> None:
+    assert modules_with_constant(re.compile(r"^mirror\.db$")) == ["mirror.layout"]
+
+
+def test_the_unsafe_path_rule_is_defined_in_one_module() -> None:
+    # The character class of an unsafe path component: controls, DEL, separators.
+    assert modules_with_constant(re.compile(re.escape(r"\x00-\x1f"))) == ["mirror.layout"]
+
+
 def layering() -> list[list[str]]:
     """The layers of docs/architecture.md's "Layering" section, lowest first: each
     line ``N. `mirror.a`, `mirror.b` ...`` is one layer."""
