@@ -34,8 +34,9 @@ from mirror.filters import FilterSet, load_filters
 
 MIRROR_SECTION: Final = "mirror"
 SERVE_SECTION: Final = "serve"
+STORAGE_SECTION: Final = "storage"
 
-KNOWN_SECTIONS: Final[frozenset[str]] = frozenset({MIRROR_SECTION, SERVE_SECTION})
+KNOWN_SECTIONS: Final[frozenset[str]] = frozenset({MIRROR_SECTION, SERVE_SECTION, STORAGE_SECTION})
 """Sections a config file may contain; any other is an error. Filters will add theirs."""
 
 Format: TypeAlias = Literal["html", "json"]
@@ -64,7 +65,14 @@ _DEFAULT_INTERVAL_JITTER_PERCENT: Final = 10.0
 _DEFAULT_SERVE_HOST: Final = "127.0.0.1"
 _DEFAULT_SERVE_PORT: Final = 8080
 _SERVE_PORT_RANGE: Final = (1, 65535)
-_SERVE_KEYS: Final[frozenset[str]] = frozenset({"host", "port", "access-log"})
+_SERVE_KEYS: Final[frozenset[str]] = frozenset({"host", "port", "access-log", "packages-redirect"})
+_STORAGE_KEYS: Final[frozenset[str]] = frozenset(
+    {"backend", "bucket", "prefix", "endpoint-url", "region"}
+)
+STORAGE_BACKENDS: Final[frozenset[str]] = frozenset({"filesystem", "s3"})
+_BUCKET_RE: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_REGION_RE: Final = re.compile(r"[a-z0-9-]+")
+_PREFIX_RE: Final = re.compile(r"(?:[A-Za-z0-9._-]+/)*")
 
 _WORKERS_RANGE: Final = (1, 64)
 _DOWNLOAD_CONCURRENCY_RANGE: Final = (1, 256)
@@ -155,6 +163,23 @@ _NO_DEFAULT_SECTION: Final = "\n"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class S3Settings:
+    """``[storage]`` with ``backend = s3``: where in which bucket the served tree lives.
+
+    Credentials are never part of it: they come from botocore's chain (environment,
+    shared files, instance roles)."""
+
+    bucket: str
+    """``bucket`` (required): the bucket's name."""
+    prefix: str = ""
+    """``prefix``: a key prefix ending in ``/`` (``mirror/``), or empty."""
+    endpoint_url: str | None = None
+    """``endpoint-url``: the S3 API's URL (Ceph RGW, MinIO, R2); None: AWS's."""
+    region: str | None = None
+    """``region``: the bucket's region; None: botocore's default."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """A validated configuration; :func:`load_config` and :func:`parse_config` build it.
 
@@ -210,6 +235,13 @@ class Config:
     """``[serve] port``: the TCP port ``mirror serve`` listens on."""
     serve_access_log: bool = True
     """``[serve] access-log``: log every request to the ``mirror.server.access`` logger."""
+    packages_redirect: str | None = None
+    """``[serve] packages-redirect``: answer ``/packages/...`` with a redirect instead of
+    the bytes: ``presigned`` (a presigned bucket URL; S3 only) or a base URL the path is
+    appended to (a CDN); None: serve the bytes."""
+    s3: S3Settings | None = None
+    """``[storage] backend = s3`` and its keys; None: the file-system backend (``web/``
+    in the mirror directory)."""
     filter_sections: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: MappingProxyType({})
     )
@@ -292,6 +324,11 @@ def parse_config(text: str, *, source: Path | None = None) -> Config:
         SERVE_SECTION, parser[SERVE_SECTION] if parser.has_section(SERVE_SECTION) else {}
     )
     serve.check_keys(_SERVE_KEYS)
+    storage = _Section(
+        STORAGE_SECTION, parser[STORAGE_SECTION] if parser.has_section(STORAGE_SECTION) else {}
+    )
+    storage.check_keys(_STORAGE_KEYS)
+    s3 = _s3_settings(storage)
 
     interval_seconds = mirror.duration("interval", default=_DEFAULT_INTERVAL_SECONDS)
     low, high = _INTERVAL_RANGE_SECONDS
@@ -331,6 +368,8 @@ def parse_config(text: str, *, source: Path | None = None) -> Config:
         serve_host=_serve_host(serve),
         serve_port=serve.integer("port", default=_DEFAULT_SERVE_PORT, bounds=_SERVE_PORT_RANGE),
         serve_access_log=serve.boolean("access-log", default=True),
+        packages_redirect=_packages_redirect(serve, s3),
+        s3=s3,
         filter_sections=MappingProxyType(filter_sections),
         filters=filters,
         source=source,
@@ -420,6 +459,49 @@ def _ca_bundle(section: _Section, base: Path) -> Path | None:
     if not path.is_file():
         raise section.error("ca-bundle", f"no such file: {path}")
     return path
+
+
+def _s3_settings(section: _Section) -> S3Settings | None:
+    """``[storage]``: None for the file-system backend, else the bucket's settings."""
+    backend = section.choice("backend", STORAGE_BACKENDS, default="filesystem")
+    if backend == "filesystem":
+        for key in sorted(_STORAGE_KEYS - {"backend"}):
+            if key in section.values:
+                raise section.error(key, "only used with backend = s3")
+        return None
+    bucket = section.required_text("bucket")
+    if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
+        raise section.invalid("bucket", "an S3 bucket name (3-63 of a-z, 0-9, '.', '-')", bucket)
+    prefix = section.get("prefix") or ""
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    if not _PREFIX_RE.fullmatch(prefix) or any(part in {".", ".."} for part in prefix.split("/")):
+        raise section.invalid("prefix", "a key prefix such as mirror/ (no '..', no spaces)", prefix)
+    endpoint = section.get("endpoint-url")
+    if endpoint is not None and "@" in urlsplit(endpoint).netloc:
+        # Credentials only ever come from botocore's chain.
+        raise section.error("endpoint-url", "must not contain credentials")
+    region = section.get("region")
+    if region is not None and not _REGION_RE.fullmatch(region):
+        raise section.invalid("region", "a region name such as us-east-1", region)
+    return S3Settings(
+        bucket=bucket,
+        prefix=prefix,
+        endpoint_url=section.url("endpoint-url", default="") or None,
+        region=region,
+    )
+
+
+def _packages_redirect(section: _Section, s3: S3Settings | None) -> str | None:
+    """``[serve] packages-redirect``: ``presigned`` (S3 only), a base URL, or None."""
+    raw = section.get("packages-redirect")
+    if not raw:
+        return None
+    if raw.lower() == "presigned":
+        if s3 is None:
+            raise section.error("packages-redirect", "presigned needs [storage] backend = s3")
+        return "presigned"
+    return section.url("packages-redirect", default="")
 
 
 def _serve_host(section: _Section) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from mirror.storage.s3 import S3Storage
 from mirror.testing import FakeUpstream
 from tests.harness import MirrorRunner
 
@@ -20,3 +22,29 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
 @pytest.fixture
 def runner(upstream: FakeUpstream, tmp_path: Path) -> MirrorRunner:
     return MirrorRunner(upstream=upstream, directory=tmp_path / "mirror")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real S3 API (moto's server) on 127.0.0.1 for the session; its URL."""
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415  # only S3 tests pay for it
+
+    # The server's per-request lines would drown every failing test's output.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+async def s3_storage(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> AsyncIterator[S3Storage]:
+    """An S3 backend over a fresh bucket of the moto server, with dummy credentials
+    in the environment (botocore's chain reads them there)."""
+    from tests.s3support import fresh_bucket  # noqa: PLC0415
+
+    async with fresh_bucket(moto_endpoint, monkeypatch, request.node.name) as storage:
+        yield storage
