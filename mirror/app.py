@@ -95,7 +95,7 @@ async def open_syncer(
     # See the module docstring: only what a sync needs.
     from mirror.lock import mirror_lock  # noqa: PLC0415
     from mirror.state import StateStore  # noqa: PLC0415
-    from mirror.storage import FileSystemStorage  # noqa: PLC0415
+    from mirror.storage.backend import open_backend  # noqa: PLC0415
     from mirror.sync import Syncer  # noqa: PLC0415
     from mirror.upstream import Upstream  # noqa: PLC0415
 
@@ -105,7 +105,9 @@ async def open_syncer(
         state = stack.enter_context(StateStore.open(directory / STATE_NAME))
         settings = sync_settings(config)
         options = sync_options(config, reread_filters=reread_filters)
-        storage = await stack.enter_async_context(FileSystemStorage(directory / WEB_DIR))
+        storage = await stack.enter_async_context(
+            open_backend(config, directory / WEB_DIR, lock=True)
+        )
         upstream = await stack.enter_async_context(Upstream(settings))
         yield Syncer(
             upstream=upstream,

@@ -83,3 +83,26 @@ async def download_tree(storage: S3Storage, web: Path) -> set[str]:
         target.write_bytes(await storage.read_bytes(relative))
         copied.add(relative)
     return copied
+
+
+def write_s3_config(
+    tmp_path: Path, upstream_url: str, storage: S3Storage, endpoint: str, **serve: str
+) -> Path:
+    """A CLI config (as :func:`tests.harness.write_config`) whose tree is the bucket of
+    ``storage``; ``serve`` keys go in ``[serve]``."""
+    from tests.harness import write_config  # noqa: PLC0415
+
+    path = write_config(tmp_path, upstream_url)
+    lines = [
+        "[storage]",
+        "backend = s3",
+        f"bucket = {storage.bucket}",
+        f"prefix = {storage.prefix}",
+        f"endpoint-url = {endpoint}",
+        "region = us-east-1",
+    ]
+    if serve:
+        lines += ["[serve]", *(f"{key} = {value}" for key, value in serve.items())]
+    with path.open("a") as file:
+        file.write("\n".join(lines) + "\n")
+    return path

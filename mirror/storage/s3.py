@@ -321,15 +321,8 @@ class S3Storage:
                             uploads[index] = upload
                         await upload.send(bytes(buffers[index]), digests[index])
                         buffers[index] = bytearray()
-            for index, key in enumerate(keys):
-                upload = uploads[index]
-                if upload is None:
-                    await self._put(key, bytes(buffers[index]))
-                    continue
-                if buffers[index]:
-                    await upload.send(bytes(buffers[index]), digests[index])
-                await upload.complete()
-                await self._record_sha256(key, digests[index].hexdigest())
+            for key, upload, buffer, digest in zip(keys, uploads, buffers, digests, strict=True):
+                await self._finish(key, upload, buffer, digest)
         except BaseException:
             for upload in uploads:
                 if upload is not None:
@@ -339,6 +332,18 @@ class S3Storage:
             for upload in uploads:
                 if upload is not None:
                     self._live_uploads.discard(upload.upload_id)
+
+    async def _finish(
+        self, key: str, upload: _Multipart | None, buffer: bytearray, digest: hashlib._Hash
+    ) -> None:
+        """Put the rest of one generated file: a single object, or its last part."""
+        if upload is None:
+            await self._put(key, bytes(buffer))
+            return
+        if buffer:
+            await upload.send(bytes(buffer), digest)
+        await upload.complete()
+        await self._record_sha256(key, digest.hexdigest())
 
     async def store_derived(
         self,
