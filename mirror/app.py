@@ -139,23 +139,34 @@ async def verify(
     repair: bool,
     delete_orphans: bool,
     dry_run: bool,
+    deep: bool = False,
     progress: Callable[[], ProgressSink | None] = lambda: None,
 ) -> VerifyOutcome:
-    """``mirror verify`` over ``config``'s mirror; a repair re-syncs the projects
-    concerned through :func:`sync`, each resync reporting to a fresh ``progress()``."""
+    """``mirror verify`` over ``config``'s mirror (its bucket with ``[storage] backend
+    = s3``; ``deep`` then downloads and hashes every object); a repair re-syncs the
+    projects concerned through :func:`sync`, each resync reporting to a fresh
+    ``progress()``."""
     from mirror.verify import verify as verify_mirror  # noqa: PLC0415  # see the docstring
 
     def resync(names: Iterable[NormalizedName]) -> Awaitable[SyncReport]:
         return sync(config, list(names), progress=progress())
 
-    return await verify_mirror(
-        config.directory,
-        formats=config.formats,
-        repair=repair,
-        delete_orphans=delete_orphans,
-        dry_run=dry_run,
-        resync=resync,
-    )
+    async with AsyncExitStack() as stack:
+        s3 = None
+        if config.s3 is not None:
+            from mirror.storage.s3 import open_s3_storage  # noqa: PLC0415  # S3 only
+
+            s3 = await stack.enter_async_context(open_s3_storage(config.s3))
+        return await verify_mirror(
+            config.directory,
+            formats=config.formats,
+            repair=repair,
+            delete_orphans=delete_orphans,
+            dry_run=dry_run,
+            resync=resync,
+            s3=s3,
+            deep=deep,
+        )
 
 
 async def serve(config: Config, *, host: str | None = None, port: int | None = None) -> None:

@@ -304,6 +304,7 @@ def _run_verify(args: argparse.Namespace) -> int:
             repair=args.repair,
             delete_orphans=args.delete_orphans,
             dry_run=args.dry_run,
+            deep=args.deep,
             progress=_progress_sink,
         )
     )

@@ -54,7 +54,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeAlias, get_args
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, get_args
 from urllib.parse import unquote, urlsplit
 
 from humanfriendly import format_size, format_timespan
@@ -70,6 +70,7 @@ from mirror.storage import FileSystemStorage, Storage
 if TYPE_CHECKING:
     # Only named in annotations: importing the sync engine would load the HTTP client
     # (a tenth of a second) into a command that never uses it.
+    from mirror.storage.s3 import S3Storage
     from mirror.sync import SyncReport
 
 logger = logging.getLogger(__name__)
@@ -195,20 +196,78 @@ class VerifyOutcome:
 # --- checking ----------------------------------------------------------------------
 
 
+class Tree(Protocol):
+    """The files of the served tree as the check reads them: blocking calls, made
+    from worker threads. :class:`DiskTree` is the file-system backend's; the S3
+    backend's is :class:`mirror.storage.s3tree.S3Tree`."""
+
+    hashes: bool
+    """Whether :meth:`inspect` hashes the bytes (False: it compares recorded sums)."""
+
+    def inspect(self, relative: str, expected_size: int) -> tuple[int, str] | None:
+        """The size and sha256 of the file at ``relative`` (the sha256 may be left
+        empty when the size already differs); None when it is missing."""
+        ...
+
+    def read(self, relative: str) -> bytes | None:
+        """The bytes of ``relative``; None when it is missing. StorageError."""
+        ...
+
+    def describe(self, relative: str) -> str:
+        """Where ``relative`` is, for messages (a path, an ``s3://`` URL)."""
+        ...
+
+
+class DiskTree:
+    """The files in a directory (the file-system backend's ``web/``), always hashed."""
+
+    hashes = True
+
+    def __init__(self, web_root: Path) -> None:
+        self._web = web_root
+
+    def describe(self, relative: str) -> str:
+        return str(self._web / relative)
+
+    def inspect(self, relative: str, expected_size: int) -> _Seen:
+        return _inspect(self._web / relative, expected_size)
+
+    def read(self, relative: str) -> bytes | None:
+        try:
+            return (self._web / relative).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read {self._web / relative}: {exc.strerror}") from exc
+
+
 async def check_mirror(
     state: StateStore,
-    storage: FileSystemStorage,
+    storage: Storage,
     *,
     formats: frozenset[str],
     workers: int | None = None,
+    deep: bool = False,
 ) -> VerifyReport:
     """Check the state store against the tree ``storage`` holds (hashing and page
     reads run in threads, off the event loop). ``formats`` are the page formats the
-    mirror writes; ``workers`` the hashing threads (default: two per CPU). Raises
-    StorageError when the tree cannot be read, StateError when the store cannot."""
+    mirror writes; ``workers`` the hashing threads (default: two per CPU). On disk
+    every file is hashed; in an S3 bucket each is checked by one HEAD against the
+    sha256 and size recorded on upload, or downloaded and hashed with ``deep``.
+    Raises StorageError when the tree cannot be read, StateError when the store
+    cannot."""
     started = time.monotonic()
     problems: list[Problem] = []
-    checker = _Checker(state, storage.web_root, problems)
+    tree: Tree
+    if isinstance(storage, FileSystemStorage):
+        tree = DiskTree(storage.web_root)
+    else:
+        from mirror.storage.s3 import S3Storage  # noqa: PLC0415  # S3 only
+        from mirror.storage.s3tree import S3Tree  # noqa: PLC0415
+
+        assert isinstance(storage, S3Storage)
+        tree = S3Tree(storage, asyncio.get_running_loop(), deep=deep)
+    checker = _Checker(state, tree, problems)
     files, bytes_hashed = await asyncio.to_thread(
         checker.check_files, workers or 2 * (os.cpu_count() or 1)
     )
@@ -242,9 +301,9 @@ class _Link:
 class _Checker:
     """The state of one check: the store, the tree and the problems found so far."""
 
-    def __init__(self, state: StateStore, web_root: Path, problems: list[Problem]) -> None:
+    def __init__(self, state: StateStore, tree: Tree, problems: list[Problem]) -> None:
         self._state = state
-        self._web = web_root
+        self._tree = tree
         self._problems = problems
         # Whether a project is queued, asked for many rows of the same project.
         self._is_queued = functools.lru_cache(maxsize=4096)(self._queued)
@@ -281,7 +340,7 @@ class _Checker:
             max_workers=workers, thread_name_prefix="verify"
         ) as pool:
             for expected in _largest_first(self._expected_files(), _LOOKAHEAD_FILES):
-                window[pool.submit(_inspect, self._web / expected.path, expected.size)] = expected
+                window[pool.submit(self._tree.inspect, expected.path, expected.size)] = expected
                 if len(window) >= workers * _IN_FLIGHT_PER_WORKER:
                     done, _ = concurrent.futures.wait(
                         window, return_when=concurrent.futures.FIRST_COMPLETED
@@ -322,7 +381,7 @@ class _Checker:
         try:
             seen = future.result()
         except OSError as exc:
-            raise StorageError(f"cannot read {self._web / expected.path}: {exc}") from exc
+            raise StorageError(f"cannot read {self._tree.describe(expected.path)}: {exc}") from exc
         if seen is None:
             self._add("missing", expected.path, expected.project, "listed but not on disk")
             return 0
@@ -340,9 +399,9 @@ class _Checker:
                 "corrupt",
                 expected.path,
                 expected.project,
-                f"sha256 {sha256} on disk, {expected.sha256} expected",
+                f"sha256 {sha256 or '(none recorded)'} on disk, {expected.sha256} expected",
             )
-        return size
+        return size if self._tree.hashes else 0
 
     # --- pages ----------------------------------------------------------------------
 
@@ -458,12 +517,7 @@ class _Checker:
             )
 
     def _read(self, relative: str) -> bytes | None:
-        try:
-            return (self._web / relative).read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StorageError(f"cannot read {self._web / relative}: {exc.strerror}") from exc
+        return self._tree.read(relative)
 
     # --- the tree -------------------------------------------------------------------
 
@@ -668,11 +722,17 @@ async def verify(
     resync: Resync | None = None,
     workers: int | None = None,
     clock: Callable[[], float] = time.time,
+    s3: S3Storage | None = None,
+    deep: bool = False,
 ) -> VerifyOutcome:
     """Check the mirror in ``directory`` and, unless ``dry_run``, act on what was
     found: ``delete_orphans`` removes orphans and temps; ``repair`` forgets missing
     and corrupt files, queues the projects concerned, marks the root index for a
     rewrite and calls ``resync`` with those projects (required with ``repair``).
+
+    With ``s3`` (entered by the caller) the tree is that bucket's; the state store
+    stays in ``directory``. ``deep`` downloads and hashes every object (see
+    :func:`check_mirror`).
 
     Raises StateError when ``directory`` has no state store, LockedError when a run
     holds the lock, StorageError and StateError when the disk or the store fail.
@@ -686,12 +746,21 @@ async def verify(
     deleted = 0
     with mirror_lock(directory):
         opener = StateStore.open if acting else StateStore.open_read_only
-        async with FileSystemStorage(directory / WEB_DIR) as storage:
+        storage: Storage = FileSystemStorage(directory / WEB_DIR) if s3 is None else s3
+        async with storage:
             with opener(state_path) as state:
-                report = await check_mirror(state, storage, formats=formats, workers=workers)
+                report = await check_mirror(
+                    state, storage, formats=formats, workers=workers, deep=deep
+                )
                 plan = plan_repair(report, repair=repair, delete_orphans=delete_orphans)
                 if acting:
                     deleted = await _delete(storage, plan.delete)
+                    if s3 is not None and repair:
+                        # A sync adopts an object by its recorded sum, which bit rot
+                        # keeps: remove the corrupt ones so the repair downloads them.
+                        for problem in report.problems:
+                            if problem.kind == "corrupt":
+                                await s3.delete(problem.path)
                     await asyncio.to_thread(_apply, state, plan, clock())
     sync_report = None
     if acting and repair and (plan.resync or plan.rewrite_root):

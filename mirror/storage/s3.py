@@ -36,7 +36,8 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Final, TypeVar
+from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO, Final, Self, TypeVar
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -44,7 +45,8 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mirror.errors import IntegrityError, StorageError, UnsafePathError
-from mirror.storage import Derivation, StoredBlob
+from mirror.layout import is_temp_name, temp_name
+from mirror.storage.protocol import Derivation, ListedFile, StoredBlob
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3.client import S3Client
@@ -114,6 +116,18 @@ class S3Storage:
         self._prefix = prefix
         self._part_bytes = part_bytes
         self._live_uploads: set[str] = set()
+
+    async def __aenter__(self) -> Self:
+        """Nothing to start: the client is the caller's (see :func:`open_s3_storage`)."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Nothing to release: the client is closed by whoever made it."""
 
     @property
     def client(self) -> S3Client:
@@ -462,6 +476,35 @@ class S3Storage:
         except (ClientError, BotoCoreError) as exc:
             raise _storage_error("list", self.url_of(self._prefix), exc) from exc
 
+    async def list_files(self, top: str) -> AsyncIterator[ListedFile]:
+        """Every object under the directory ``top`` (``""``: the whole prefix) in key
+        order (one listing, a request per 1,000 keys), then each unfinished multipart
+        upload there as a temp: ``<dir>/.<name>.<token>.part`` (size 0), which
+        :meth:`delete` aborts. StorageError."""
+        prefix = "" if top == "" else f"{top}/"
+        if top:
+            self.key_of(top)
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            async for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix + prefix):
+                for item in page.get("Contents", []):
+                    yield ListedFile(path=self.relative_of(item["Key"]), size=item["Size"])
+        except (ClientError, BotoCoreError) as exc:
+            raise _storage_error("list", self.url_of(self._prefix + prefix), exc) from exc
+        async for relative, upload_id in self.iter_uploads(top):
+            directory, _, name = relative.rpartition("/")
+            temp = temp_name(name, _upload_token(upload_id))
+            yield ListedFile(path=f"{directory}/{temp}" if directory else temp, size=0)
+
+    async def read_if_exists(self, relative: str) -> bytes | None:
+        """The content of ``relative``; None when there is no such object. StorageError."""
+        try:
+            return await self.read_bytes(relative)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, ClientError) and _is_not_found(exc.__cause__):
+                return None
+            raise
+
     async def iter_uploads(self, relative_dir: str = "") -> AsyncIterator[tuple[str, str]]:
         """The unfinished multipart uploads under ``relative_dir`` (all of the
         prefix for ``""``) as ``(relative, upload id)``. StorageError."""
@@ -479,7 +522,27 @@ class S3Storage:
     async def delete(self, relative: str) -> None:
         """Remove the object ``relative``; a missing one is fine. StorageError."""
         key = self.key_of(relative)
+        directory, _, name = relative.rpartition("/")
+        if is_temp_name(name):
+            await self._abort_listed_temp(directory, name)
+            return
         await self._call("delete", key, self._client.delete_object(Bucket=self._bucket, Key=key))
+
+    async def _abort_listed_temp(self, directory: str, name: str) -> None:
+        """Abort the upload :meth:`list_files` listed as the temp ``name``."""
+        async for relative, upload_id in self.iter_uploads(directory):
+            target = relative.rpartition("/")[2]
+            if temp_name(target, _upload_token(upload_id)) == name:
+                key = self.key_of(relative)
+                try:
+                    await self._client.abort_multipart_upload(
+                        Bucket=self._bucket, Key=key, UploadId=upload_id
+                    )
+                except ClientError as exc:
+                    if not _is_not_found(exc):
+                        raise _storage_error("abort the upload of", self.url_of(key), exc) from exc
+                except BotoCoreError as exc:
+                    raise _storage_error("abort the upload of", self.url_of(key), exc) from exc
 
     async def delete_tree(self, relative: str) -> None:
         """Remove every object under ``relative/`` (a batch request per 1,000 keys);
@@ -694,6 +757,11 @@ def _base64_of(hex_sha256: str) -> str:
 
 def _derive(derive: Callable[[BinaryIO], bytes | None], file: BinaryIO) -> bytes | None:
     return derive(file)
+
+
+def _upload_token(upload_id: str) -> str:
+    """A short, file-name-safe token naming one multipart upload."""
+    return hashlib.sha256(upload_id.encode()).hexdigest()[:16]
 
 
 def _is_not_found(exc: ClientError) -> bool:
