@@ -176,13 +176,23 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
     from mirror.server import serve as serve_tree  # noqa: PLC0415
     from mirror.statuspage import status_routes  # noqa: PLC0415
 
-    await serve_tree(
-        config.directory / WEB_DIR,
-        host=host or config.serve_host,
-        port=config.serve_port if port is None else port,
-        access_log=config.serve_access_log,
-        extra_routes=[
-            *metrics_routes(config.directory),
-            *status_routes(config.directory),
-        ],
-    )
+    extra_routes = [*metrics_routes(config.directory), *status_routes(config.directory)]
+    async with AsyncExitStack() as stack:
+        app = None
+        if config.s3 is not None:
+            # The bucket's tree: each request asks the bucket (any number of nodes).
+            from mirror.bucketserver import create_bucket_app  # noqa: PLC0415  # S3 only
+            from mirror.storage.s3 import open_s3_storage  # noqa: PLC0415
+
+            storage = await stack.enter_async_context(open_s3_storage(config.s3))
+            app = create_bucket_app(
+                storage, packages_redirect=config.packages_redirect, extra_routes=extra_routes
+            )
+        await serve_tree(
+            config.directory / WEB_DIR,
+            host=host or config.serve_host,
+            port=config.serve_port if port is None else port,
+            access_log=config.serve_access_log,
+            extra_routes=extra_routes,
+            app=app,
+        )

@@ -497,9 +497,9 @@ def _packages_redirect(section: _Section, s3: S3Settings | None) -> str | None:
     raw = section.get("packages-redirect")
     if not raw:
         return None
+    if s3 is None:
+        raise section.error("packages-redirect", "only used with [storage] backend = s3")
     if raw.lower() == "presigned":
-        if s3 is None:
-            raise section.error("packages-redirect", "presigned needs [storage] backend = s3")
         return "presigned"
     return section.url("packages-redirect", default="")
 

@@ -392,15 +392,17 @@ async def running_server(
     port: int = DEFAULT_PORT,
     access_log: bool = True,
     extra_routes: Sequence[web.RouteDef] = (),
+    app: web.Application | None = None,
 ) -> AsyncIterator[str]:
-    """Serve ``web_root`` on ``host:port`` for the duration of the block.
+    """Serve ``web_root`` on ``host:port`` for the duration of the block (or ``app``
+    instead, e.g. :func:`mirror.bucketserver.create_bucket_app`'s).
 
     Yields the base URL (``http://host:port``; port 0 picks a free port). Requests
     are logged to the ``mirror.server.access`` logger when ``access_log`` is true.
     Raises MirrorError when the address cannot be bound.
     """
     runner = web.AppRunner(
-        create_app(web_root, extra_routes=extra_routes),
+        app or create_app(web_root, extra_routes=extra_routes),
         access_log=access_logger if access_log else None,
         access_log_format=ACCESS_LOG_FORMAT,
     )
@@ -424,21 +426,28 @@ async def serve(
     port: int = DEFAULT_PORT,
     access_log: bool = True,
     extra_routes: Sequence[web.RouteDef] = (),
+    app: web.Application | None = None,
 ) -> None:
-    """Serve ``web_root`` until SIGTERM or cancellation (SIGINT under asyncio.run).
+    """Serve ``web_root`` (or ``app``, see :func:`running_server`) until SIGTERM or
+    cancellation (SIGINT under asyncio.run).
 
     Raises MirrorError when the address cannot be bound.
     """
-    if not await asyncio.to_thread(web_root.is_dir):
+    if app is None and not await asyncio.to_thread(web_root.is_dir):
         logger.warning("%s does not exist yet: every request gets 404 until a sync", web_root)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:
         async with running_server(
-            web_root, host=host, port=port, access_log=access_log, extra_routes=extra_routes
+            web_root,
+            host=host,
+            port=port,
+            access_log=access_log,
+            extra_routes=extra_routes,
+            app=app,
         ) as url:
-            logger.info("serving %s at %s/simple/", web_root, url)
+            logger.info("serving %s at %s/simple/", "the bucket" if app else web_root, url)
             await stop.wait()
             logger.info("stopping: SIGTERM")
     finally:

@@ -92,6 +92,8 @@ class ObjectInfo:
     size: int
     sha256: str | None
     etag: str
+    modified: float = 0.0
+    """When it was last written (Unix time)."""
 
 
 class S3Storage:
@@ -426,6 +428,7 @@ class S3Storage:
             size=answer["ContentLength"],
             sha256=answer.get("Metadata", {}).get(SHA256_METADATA),
             etag=answer["ETag"],
+            modified=answer["LastModified"].timestamp(),
         )
 
     async def hash_file(self, relative: str) -> StoredBlob:
