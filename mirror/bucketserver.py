@@ -24,9 +24,9 @@ from aiohttp import hdrs, web
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mirror.errors import MalformedResponseError, StorageError
+from mirror.layout import unsafe_component
 from mirror.models import project_name
 from mirror.server import (
-    _UNSAFE_COMPONENT_RE,
     _VARIANTS,
     INDEX_CACHE_CONTROL,
     PACKAGE_CACHE_CONTROL,
@@ -97,7 +97,7 @@ class _Bucket:
 
     async def package_file(self, request: web.Request) -> web.StreamResponse:
         parts = request.match_info["path"].split("/")
-        if any(part in {"", ".", ".."} or _UNSAFE_COMPONENT_RE.search(part) for part in parts):
+        if unsafe_component(parts) is not None:
             raise web.HTTPNotFound
         relative = "/".join(["packages", *parts])
         if self.packages_redirect == PRESIGNED:
