@@ -96,14 +96,9 @@ class ObjectInfo:
     """When it was last written (Unix time)."""
 
 
-class S3Storage:
-    """The served tree as the objects under ``prefix`` in ``bucket``.
-
-    Implements :class:`mirror.storage.Storage` over an aiobotocore client the caller
-    owns (:func:`open_s3_storage` makes one). Methods raise UnsafePathError for a
-    path that could escape the prefix, StorageError (naming the ``s3://`` key and the
-    error code) when the store refuses, IntegrityError on a size or hash mismatch.
-    """
+class _BucketObjects:
+    """The bucket's objects under the prefix: keys, and the reads of
+    :class:`S3Storage` (its base, kept apart so each class stays small)."""
 
     def __init__(
         self,
@@ -118,18 +113,6 @@ class S3Storage:
         self._prefix = prefix
         self._part_bytes = part_bytes
         self._live_uploads: set[str] = set()
-
-    async def __aenter__(self) -> Self:
-        """Nothing to start: the client is the caller's (see :func:`open_s3_storage`)."""
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Nothing to release: the client is closed by whoever made it."""
 
     @property
     def client(self) -> S3Client:
@@ -165,6 +148,173 @@ class S3Storage:
     def url_of(self, key: str) -> str:
         """``s3://bucket/key``, for messages."""
         return f"s3://{self._bucket}/{key}"
+
+    # --- reading ---------------------------------------------------------------------
+
+    async def read_bytes(self, relative: str) -> bytes:
+        """Return the content of ``relative``. Raises StorageError (also when missing)."""
+        key = self.key_of(relative)
+        parts = [block async for block in self._download(key, "read")]
+        return b"".join(parts)
+
+    async def _download(self, key: str, action: str) -> AsyncIterator[bytes]:
+        """The object's bytes in blocks of about 1 MiB. StorageError."""
+        answer = await self._call(
+            action, key, self._client.get_object(Bucket=self._bucket, Key=key)
+        )
+        body = answer["Body"]
+        try:
+            while True:
+                try:
+                    block = await body.read(_READ_BYTES)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    raise StorageError(f"cannot {action} {self.url_of(key)}: {exc}") from exc
+                if not block:
+                    return
+                yield block
+        finally:
+            body.close()
+
+    async def exists(self, relative: str) -> bool:
+        """Whether an object is at ``relative``. StorageError when the store cannot tell."""
+        return await self.head(relative) is not None
+
+    async def head(self, relative: str) -> ObjectInfo | None:
+        """Size, recorded sha256 and ETag of the object at ``relative``; None when
+        there is none. StorageError."""
+        key = self.key_of(relative)
+        try:
+            answer = await self._client.head_object(Bucket=self._bucket, Key=key)
+        except ClientError as exc:
+            if _is_not_found(exc):
+                return None
+            raise _storage_error("inspect", self.url_of(key), exc) from exc
+        except BotoCoreError as exc:
+            raise _storage_error("inspect", self.url_of(key), exc) from exc
+        return ObjectInfo(
+            size=answer["ContentLength"],
+            sha256=answer.get("Metadata", {}).get(SHA256_METADATA),
+            etag=answer["ETag"],
+            modified=answer["LastModified"].timestamp(),
+        )
+
+    async def hash_file(self, relative: str) -> StoredBlob:
+        """The sha256 and size of the object at ``relative``, by downloading it
+        (hashed in a worker thread a block at a time). StorageError (also missing)."""
+        key = self.key_of(relative)
+        digest = hashlib.sha256()
+        size = 0
+        async for block in self._download(key, "hash"):
+            size += len(block)
+            await asyncio.to_thread(digest.update, block)
+        return StoredBlob(sha256=digest.hexdigest(), size=size)
+
+    async def adopt(
+        self, relative: str, *, sha256: str, size: int | None = None
+    ) -> StoredBlob | None:
+        """The object already at ``relative`` when its recorded sha256 (and size, when
+        given) match; None when there is none or it differs. One HEAD."""
+        info = await self.head(relative)
+        if info is None or info.sha256 != sha256.lower():
+            return None
+        if size is not None and info.size != size:
+            return None
+        logger.debug("adopted %s already in the bucket", relative)
+        return StoredBlob(sha256=info.sha256, size=info.size)
+
+    async def adopt_all(
+        self, wanted: Sequence[tuple[str, str, int | None]]
+    ) -> list[StoredBlob | None]:
+        """:meth:`adopt` for each ``(relative, sha256, size)``, the HEADs side by side."""
+        for relative, _, _ in wanted:
+            self.key_of(relative)
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self.adopt(relative, sha256=sha256, size=size))
+                for relative, sha256, size in wanted
+            ]
+        return [task.result() for task in tasks]
+
+    async def iter_objects(self) -> AsyncIterator[tuple[str, int]]:
+        """Every object under the prefix as ``(relative, size)``, in key order: one
+        listing (a request per 1,000 keys). StorageError."""
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            async for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix):
+                for item in page.get("Contents", []):
+                    yield self.relative_of(item["Key"]), item["Size"]
+        except (ClientError, BotoCoreError) as exc:
+            raise _storage_error("list", self.url_of(self._prefix), exc) from exc
+
+    async def list_files(self, top: str) -> AsyncIterator[ListedFile]:
+        """Every object under the directory ``top`` (``""``: the whole prefix) in key
+        order (one listing, a request per 1,000 keys), then each unfinished multipart
+        upload there as a temp: ``<dir>/.<name>.<token>.part`` (size 0), which
+        :meth:`delete` aborts. StorageError."""
+        prefix = "" if top == "" else f"{top}/"
+        if top:
+            self.key_of(top)
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            async for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix + prefix):
+                for item in page.get("Contents", []):
+                    yield ListedFile(path=self.relative_of(item["Key"]), size=item["Size"])
+        except (ClientError, BotoCoreError) as exc:
+            raise _storage_error("list", self.url_of(self._prefix + prefix), exc) from exc
+        async for relative, upload_id in self.iter_uploads(top):
+            directory, _, name = relative.rpartition("/")
+            temp = temp_name(name, _upload_token(upload_id))
+            yield ListedFile(path=f"{directory}/{temp}" if directory else temp, size=0)
+
+    async def read_if_exists(self, relative: str) -> bytes | None:
+        """The content of ``relative``; None when there is no such object. StorageError."""
+        try:
+            return await self.read_bytes(relative)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, ClientError) and _is_not_found(exc.__cause__):
+                return None
+            raise
+
+    async def iter_uploads(self, relative_dir: str = "") -> AsyncIterator[tuple[str, str]]:
+        """The unfinished multipart uploads under ``relative_dir`` (all of the
+        prefix for ``""``) as ``(relative, upload id)``. StorageError."""
+        prefix = self._prefix if relative_dir == "" else self.key_of(relative_dir) + "/"
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        try:
+            async for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
+                for item in page.get("Uploads", []):
+                    yield self.relative_of(item["Key"]), item["UploadId"]
+        except (ClientError, BotoCoreError) as exc:
+            raise _storage_error("list uploads in", self.url_of(prefix), exc) from exc
+
+    async def _call(self, action: str, key: str, request: Awaitable[_T]) -> _T:
+        """Await an S3 request, its failures turned into StorageError."""
+        try:
+            return await request
+        except (ClientError, BotoCoreError) as exc:
+            raise _storage_error(action, self.url_of(key), exc) from exc
+
+
+class S3Storage(_BucketObjects):
+    """The served tree as the objects under ``prefix`` in ``bucket``.
+
+    Implements :class:`mirror.storage.Storage` over an aiobotocore client the caller
+    owns (:func:`open_s3_storage` makes one). Methods raise UnsafePathError for a
+    path that could escape the prefix, StorageError (naming the ``s3://`` key and the
+    error code) when the store refuses, IntegrityError on a size or hash mismatch.
+    """
+
+    async def __aenter__(self) -> Self:
+        """Nothing to start: the client is the caller's (see :func:`open_s3_storage`)."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Nothing to release: the client is closed by whoever made it."""
 
     # --- writing ---------------------------------------------------------------------
 
@@ -382,144 +532,6 @@ class S3Storage:
             data = await asyncio.to_thread(_derive, derive, spool)  # type: ignore[arg-type]
         return await self._put_derived(relative, data, sha256)
 
-    # --- reading ---------------------------------------------------------------------
-
-    async def read_bytes(self, relative: str) -> bytes:
-        """Return the content of ``relative``. Raises StorageError (also when missing)."""
-        key = self.key_of(relative)
-        parts = [block async for block in self._download(key, "read")]
-        return b"".join(parts)
-
-    async def _download(self, key: str, action: str) -> AsyncIterator[bytes]:
-        """The object's bytes in blocks of about 1 MiB. StorageError."""
-        answer = await self._call(
-            action, key, self._client.get_object(Bucket=self._bucket, Key=key)
-        )
-        body = answer["Body"]
-        try:
-            while True:
-                try:
-                    block = await body.read(_READ_BYTES)
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    raise StorageError(f"cannot {action} {self.url_of(key)}: {exc}") from exc
-                if not block:
-                    return
-                yield block
-        finally:
-            body.close()
-
-    async def exists(self, relative: str) -> bool:
-        """Whether an object is at ``relative``. StorageError when the store cannot tell."""
-        return await self.head(relative) is not None
-
-    async def head(self, relative: str) -> ObjectInfo | None:
-        """Size, recorded sha256 and ETag of the object at ``relative``; None when
-        there is none. StorageError."""
-        key = self.key_of(relative)
-        try:
-            answer = await self._client.head_object(Bucket=self._bucket, Key=key)
-        except ClientError as exc:
-            if _is_not_found(exc):
-                return None
-            raise _storage_error("inspect", self.url_of(key), exc) from exc
-        except BotoCoreError as exc:
-            raise _storage_error("inspect", self.url_of(key), exc) from exc
-        return ObjectInfo(
-            size=answer["ContentLength"],
-            sha256=answer.get("Metadata", {}).get(SHA256_METADATA),
-            etag=answer["ETag"],
-            modified=answer["LastModified"].timestamp(),
-        )
-
-    async def hash_file(self, relative: str) -> StoredBlob:
-        """The sha256 and size of the object at ``relative``, by downloading it
-        (hashed in a worker thread a block at a time). StorageError (also missing)."""
-        key = self.key_of(relative)
-        digest = hashlib.sha256()
-        size = 0
-        async for block in self._download(key, "hash"):
-            size += len(block)
-            await asyncio.to_thread(digest.update, block)
-        return StoredBlob(sha256=digest.hexdigest(), size=size)
-
-    async def adopt(
-        self, relative: str, *, sha256: str, size: int | None = None
-    ) -> StoredBlob | None:
-        """The object already at ``relative`` when its recorded sha256 (and size, when
-        given) match; None when there is none or it differs. One HEAD."""
-        info = await self.head(relative)
-        if info is None or info.sha256 != sha256.lower():
-            return None
-        if size is not None and info.size != size:
-            return None
-        logger.debug("adopted %s already in the bucket", relative)
-        return StoredBlob(sha256=info.sha256, size=info.size)
-
-    async def adopt_all(
-        self, wanted: Sequence[tuple[str, str, int | None]]
-    ) -> list[StoredBlob | None]:
-        """:meth:`adopt` for each ``(relative, sha256, size)``, the HEADs side by side."""
-        for relative, _, _ in wanted:
-            self.key_of(relative)
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(self.adopt(relative, sha256=sha256, size=size))
-                for relative, sha256, size in wanted
-            ]
-        return [task.result() for task in tasks]
-
-    async def iter_objects(self) -> AsyncIterator[tuple[str, int]]:
-        """Every object under the prefix as ``(relative, size)``, in key order: one
-        listing (a request per 1,000 keys). StorageError."""
-        paginator = self._client.get_paginator("list_objects_v2")
-        try:
-            async for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix):
-                for item in page.get("Contents", []):
-                    yield self.relative_of(item["Key"]), item["Size"]
-        except (ClientError, BotoCoreError) as exc:
-            raise _storage_error("list", self.url_of(self._prefix), exc) from exc
-
-    async def list_files(self, top: str) -> AsyncIterator[ListedFile]:
-        """Every object under the directory ``top`` (``""``: the whole prefix) in key
-        order (one listing, a request per 1,000 keys), then each unfinished multipart
-        upload there as a temp: ``<dir>/.<name>.<token>.part`` (size 0), which
-        :meth:`delete` aborts. StorageError."""
-        prefix = "" if top == "" else f"{top}/"
-        if top:
-            self.key_of(top)
-        paginator = self._client.get_paginator("list_objects_v2")
-        try:
-            async for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix + prefix):
-                for item in page.get("Contents", []):
-                    yield ListedFile(path=self.relative_of(item["Key"]), size=item["Size"])
-        except (ClientError, BotoCoreError) as exc:
-            raise _storage_error("list", self.url_of(self._prefix + prefix), exc) from exc
-        async for relative, upload_id in self.iter_uploads(top):
-            directory, _, name = relative.rpartition("/")
-            temp = temp_name(name, _upload_token(upload_id))
-            yield ListedFile(path=f"{directory}/{temp}" if directory else temp, size=0)
-
-    async def read_if_exists(self, relative: str) -> bytes | None:
-        """The content of ``relative``; None when there is no such object. StorageError."""
-        try:
-            return await self.read_bytes(relative)
-        except StorageError as exc:
-            if isinstance(exc.__cause__, ClientError) and _is_not_found(exc.__cause__):
-                return None
-            raise
-
-    async def iter_uploads(self, relative_dir: str = "") -> AsyncIterator[tuple[str, str]]:
-        """The unfinished multipart uploads under ``relative_dir`` (all of the
-        prefix for ``""``) as ``(relative, upload id)``. StorageError."""
-        prefix = self._prefix if relative_dir == "" else self.key_of(relative_dir) + "/"
-        paginator = self._client.get_paginator("list_multipart_uploads")
-        try:
-            async for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
-                for item in page.get("Uploads", []):
-                    yield self.relative_of(item["Key"]), item["UploadId"]
-        except (ClientError, BotoCoreError) as exc:
-            raise _storage_error("list uploads in", self.url_of(prefix), exc) from exc
-
     # --- removing --------------------------------------------------------------------
 
     async def delete(self, relative: str) -> None:
@@ -601,13 +613,6 @@ class S3Storage:
                 self.url_of(self._prefix + relative_dir),
             )
         return len(stale)
-
-    async def _call(self, action: str, key: str, request: Awaitable[_T]) -> _T:
-        """Await an S3 request, its failures turned into StorageError."""
-        try:
-            return await request
-        except (ClientError, BotoCoreError) as exc:
-            raise _storage_error(action, self.url_of(key), exc) from exc
 
 
 class _Multipart:
