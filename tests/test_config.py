@@ -37,7 +37,11 @@ FIELD_KEYS = {
     "serve_host": "host",
     "serve_port": "port",
     "serve_access_log": "access-log",
+    "packages_redirect": "packages-redirect",
+    "s3": "backend",
 }
+# [storage]'s other keys: all of them are the one field `s3`.
+STORAGE_KEYS = {"bucket", "prefix", "endpoint-url", "region"}
 # bandersnatch's spellings, accepted as aliases.
 ALIAS_KEYS = {"master", "timeout", "simple-format"}
 # Where the example's filter sections start; they are not Config fields.
@@ -352,8 +356,8 @@ def test_default_section_keys_do_not_leak_into_mirror() -> None:
     assert str(error) == "[DEFAULT]: unknown section"
 
 
-def test_known_sections_are_mirror_and_serve() -> None:
-    assert frozenset({"mirror", "serve"}) == KNOWN_SECTIONS
+def test_known_sections_are_mirror_serve_and_storage() -> None:
+    assert frozenset({"mirror", "serve", "storage"}) == KNOWN_SECTIONS
 
 
 @pytest.mark.parametrize(
@@ -538,7 +542,7 @@ def test_every_config_field_has_a_key_in_this_table() -> None:
 
 
 def test_example_documents_every_key_and_no_others() -> None:
-    assert example_keys() == set(FIELD_KEYS.values()) | ALIAS_KEYS
+    assert example_keys() == set(FIELD_KEYS.values()) | ALIAS_KEYS | STORAGE_KEYS
 
 
 def test_every_key_in_the_example_is_explained_by_a_comment_above_it() -> None:

@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from mirror.config import Config
-from mirror.storage import FileSystemStorage, Storage
+from mirror import storage as storage_package
+from mirror.storage import Storage
 
 
 @asynccontextmanager
@@ -20,7 +21,8 @@ async def open_backend(config: Config, web_root: Path, *, lock: bool) -> AsyncIt
     Raises LockedError when another host holds the bucket's lock, StorageError when
     the bucket cannot be reached."""
     if config.s3 is None:
-        async with FileSystemStorage(web_root) as storage:
+        # Looked up when called: tests put a faulty disk in the package's place.
+        async with storage_package.FileSystemStorage(web_root) as storage:
             yield storage
         return
     # Only an S3 mirror loads aiobotocore (a third of a second).
