@@ -180,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify_command.add_argument(
         "--dry-run", action="store_true", help="say what --repair/--delete-orphans would do"
     )
+    verify_command.add_argument(
+        "--deep",
+        action="store_true",
+        help="S3: download and hash every object (default: compare the sha256 and size"
+        " recorded on upload, one HEAD each); on disk every file is always hashed",
+    )
     verify_command.add_argument("--json", action="store_true", help="JSON for scripts")
     return parser
 

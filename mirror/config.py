@@ -463,7 +463,11 @@ def _ca_bundle(section: _Section, base: Path) -> Path | None:
 
 def _s3_settings(section: _Section) -> S3Settings | None:
     """``[storage]``: None for the file-system backend, else the bucket's settings."""
-    backend = section.choice("backend", STORAGE_BACKENDS, default="filesystem")
+    backend = (section.get("backend") or "filesystem").lower()
+    if backend not in STORAGE_BACKENDS:
+        raise section.invalid(
+            "backend", "one of " + ", ".join(sorted(STORAGE_BACKENDS)), section.get("backend") or ""
+        )
     if backend == "filesystem":
         for key in sorted(_STORAGE_KEYS - {"backend"}):
             if key in section.values:

@@ -137,3 +137,46 @@ async def test_the_bucket_server_keeps_the_http_contract(
             assert resp.headers["Cache-Control"] == "no-cache"
         async with session.get("/pypi/mirrorlib/json") as resp:
             assert resp.status == 404, "no JSON copies kept"
+
+
+async def test_the_bucket_server_answers_json_copies_ranges_and_store_failures(
+    upstream: FakeUpstream, runner: MirrorRunner, s3_storage: S3Storage
+) -> None:
+    from mirror.sync import SyncOptions  # noqa: PLC0415
+
+    publish(upstream)
+    runner.options = SyncOptions(workers=2, keep_json=True, formats=frozenset({"json"}))
+    assert (await on_s3(runner, s3_storage).sync()).ok
+    (wheel,) = [
+        relative
+        async for relative, _ in s3_storage.iter_objects()
+        if relative.endswith("2.0-py3-none-any.whl")
+    ]
+    app = create_bucket_app(s3_storage)
+    broken = create_bucket_app(S3Storage(s3_storage.client, bucket="no-such-bucket-x"))
+    async with (
+        running_server(Path("/nonexistent"), port=0, app=app, access_log=False) as url,
+        running_server(Path("/nonexistent"), port=0, app=broken, access_log=False) as bad,
+        ClientSession(url) as session,
+    ):
+        async with session.get("/pypi/mirrorlib/json") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"] == "application/json"
+        async with session.get("/pypi/MirrorLib/json", allow_redirects=False) as resp:
+            assert resp.status == 301
+        async with session.get("/pypi/in%20valid/json") as resp:
+            assert resp.status == 404
+        async with session.get("/simple/in%20valid/") as resp:
+            assert resp.status == 404
+        async with session.get("/simple/mirrorlib/", headers={"Accept": "text/html"}) as resp:
+            assert resp.status == 406, "a JSON-only mirror has no HTML page"
+        async with session.get(f"/{wheel}", headers={"Range": "bytes=999999-"}) as resp:
+            assert resp.status == 416
+        async with session.get(
+            f"/{wheel}", headers={"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"}
+        ) as resp:
+            assert resp.status == 304
+        async with session.get(f"{bad}/simple/") as resp:
+            assert resp.status in {404, 503}, "never a 500"
+        async with session.get(f"{bad}/{wheel}") as resp:
+            assert resp.status in {404, 503}

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from mirror.config import Config
 from mirror import storage as storage_package
+from mirror.config import Config
 from mirror.storage import Storage
 
 
