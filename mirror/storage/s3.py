@@ -31,7 +31,6 @@ import base64
 import hashlib
 import io
 import logging
-import re
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -44,8 +43,8 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from mirror.errors import IntegrityError, StorageError, UnsafePathError
-from mirror.layout import is_temp_name, temp_name
+from mirror.errors import IntegrityError, StorageError
+from mirror.layout import check_relative, is_temp_name, temp_name
 from mirror.storage.protocol import Derivation, ListedFile, StoredBlob
 
 if TYPE_CHECKING:
@@ -70,7 +69,6 @@ MAX_CONNECTIONS: Final = 64
 
 _READ_BYTES: Final = 1 << 20
 _DELETE_BATCH: Final = 1000
-_UNSAFE_CHARACTER_RE: Final = re.compile(r"[\x00-\x1f\x7f\\]")
 _NOT_FOUND_CODES: Final = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchUpload"})
 
 PACKAGE_CACHE_CONTROL: Final = "public, max-age=31536000, immutable"
@@ -133,12 +131,7 @@ class _BucketObjects:
         Raises UnsafePathError for an absolute path, an empty, ``.`` or ``..``
         component, a backslash, NUL or other control character: the same paths the
         file-system backend refuses, so both hold the same tree."""
-        if _UNSAFE_CHARACTER_RE.search(relative):
-            raise UnsafePathError(f"unsafe path {relative!r}: backslash or control character")
-        if any(part in {"", ".", ".."} for part in relative.split("/")):
-            raise UnsafePathError(
-                f"unsafe path {relative!r}: absolute, or an empty, '.' or '..' component"
-            )
+        check_relative(relative)
         return self._prefix + relative
 
     def relative_of(self, key: str) -> str:
