@@ -23,7 +23,7 @@ from packaging.utils import NormalizedName
 
 from mirror.config import Config
 from mirror.errors import ConfigError
-from mirror.layout import STATE_NAME, WEB_DIR
+from mirror.layout import state_path, web_root
 
 if TYPE_CHECKING:
     from mirror.progress import ProgressSink
@@ -102,11 +102,11 @@ async def open_syncer(
     directory = mirror_directory(config)
     async with AsyncExitStack() as stack:
         stack.enter_context(mirror_lock(directory))
-        state = stack.enter_context(StateStore.open(directory / STATE_NAME))
+        state = stack.enter_context(StateStore.open(state_path(directory)))
         settings = sync_settings(config)
         options = sync_options(config, reread_filters=reread_filters)
         storage = await stack.enter_async_context(
-            open_backend(config, directory / WEB_DIR, lock=True)
+            open_backend(config, web_root(directory), lock=True)
         )
         upstream = await stack.enter_async_context(Upstream(settings))
         yield Syncer(
@@ -169,6 +169,53 @@ async def verify(
         )
 
 
+async def status(
+    config: Config,
+    *,
+    remote: bool = False,
+    as_json: bool = False,
+    history: bool = False,
+    recount: bool = False,
+) -> str:
+    """What ``mirror status`` prints for ``config``'s mirror: with ``remote``, upstream's
+    serial asked for now (one call); with ``recount``, the totals audited against one
+    listing of the storage (the disk, or the bucket of ``[storage] backend = s3``).
+
+    Raises StateError when the mirror has no state store yet, UpstreamError when
+    ``remote`` and upstream does not answer, StorageError when the listing fails.
+    """
+    import asyncio  # noqa: PLC0415  # see the module docstring
+
+    from mirror.status import list_packages, require_store, status_text  # noqa: PLC0415
+    from mirror.storage.backend import open_backend  # noqa: PLC0415
+    from mirror.upstream import Upstream, UpstreamSettings  # noqa: PLC0415
+
+    path = state_path(config.directory)
+    await asyncio.to_thread(require_store, path)
+    upstream_serial = None
+    if remote:
+        async with Upstream(UpstreamSettings.from_config(config)) as upstream:
+            upstream_serial = await upstream.changelog_last_serial()
+    on_disk = None
+    if recount:
+        async with open_backend(config, web_root(config.directory), lock=False) as storage:
+            on_disk = await list_packages(storage)
+    return await status_text(
+        path, upstream_serial=upstream_serial, on_disk=on_disk, as_json=as_json, history=history
+    )
+
+
+async def filters_dry_run(config: Config, names: Sequence[NormalizedName]) -> list[str]:
+    """The ``mirror filters`` report, as lines: what ``config``'s filters keep and leave
+    out of each of ``names``, from upstream's detail; nothing is written."""
+    from mirror.filters.dryrun import explain  # noqa: PLC0415  # see the module docstring
+    from mirror.upstream import Upstream, UpstreamSettings  # noqa: PLC0415
+
+    async with Upstream(UpstreamSettings.from_config(config)) as upstream:
+        verdicts = await explain(upstream, config.filters, names, source=config.metadata_source)
+    return [line for verdict in verdicts for line in verdict.lines()]
+
+
 async def serve(config: Config, *, host: str | None = None, port: int | None = None) -> None:
     """``mirror serve`` over ``config``'s web tree with the metrics and status routes;
     ``host`` and ``port`` win over the ``[serve]`` section. Runs until a signal."""
@@ -189,7 +236,7 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
                 storage, packages_redirect=config.packages_redirect, extra_routes=extra_routes
             )
         await serve_tree(
-            config.directory / WEB_DIR,
+            web_root(config.directory),
             host=host or config.serve_host,
             port=config.serve_port if port is None else port,
             access_log=config.serve_access_log,

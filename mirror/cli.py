@@ -226,12 +226,10 @@ def _run_sync(args: argparse.Namespace) -> int:
 
 def _run_status(args: argparse.Namespace) -> int:
     """``mirror status``: the state store's view, optionally upstream's serial."""
-    from mirror.status import run_status  # noqa: PLC0415  # see the imports
-
     config = load_config(args.config)
     sys.stdout.write(
         asyncio.run(
-            run_status(
+            app.status(
                 config,
                 remote=args.remote,
                 as_json=args.json,
@@ -291,10 +289,8 @@ def _progress_sink() -> ProgressSink:
 
 def _run_filters(args: argparse.Namespace) -> int:
     """``mirror filters``: a dry run of the filters over some projects."""
-    from mirror.filters.dryrun import dry_run  # noqa: PLC0415  # see the imports
-
     config = load_config(args.config)
-    lines = asyncio.run(dry_run(config, _project_names(args.names) or []))
+    lines = asyncio.run(app.filters_dry_run(config, _project_names(args.names) or []))
     sys.stdout.write("".join(f"{line}\n" for line in lines))
     return EXIT_OK
 

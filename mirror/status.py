@@ -3,8 +3,8 @@
 Everything comes from the state store (:func:`read_status`): serial, running totals,
 the last runs and the retry queue, a handful of indexed reads whatever the mirror's
 size; nothing walks the tree. Only ``--remote`` asks upstream for its serial (one
-XML-RPC call, :func:`fetch_upstream_serial`) and only ``--recount`` walks the disk
-(:func:`recount_store`).
+XML-RPC call) and only ``--recount`` lists the storage, disk or bucket
+(:func:`list_packages`, :func:`recount_store`).
 
 The JSON form (:func:`status_json`) is for scripts; its keys are stable:
 
@@ -27,20 +27,17 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from humanfriendly import format_size, format_timespan
 
-from mirror.config import Config
-from mirror.errors import StateError, StorageError
-from mirror.layout import STATE_NAME, WEB_DIR
+from mirror.errors import StateError
 from mirror.models import Serial
 from mirror.state import RunRecord, StateStore, TodoItem, Totals
-from mirror.storage import FileSystemStorage, Storage
-from mirror.upstream import Upstream, UpstreamSettings
+from mirror.storage import Storage
 
 logger = logging.getLogger(__name__)
 
@@ -127,34 +124,26 @@ def read_status(
     )
 
 
-async def fetch_upstream_serial(settings: UpstreamSettings) -> Serial:
-    """Upstream's current serial: one ``changelog_last_serial`` call.
-
-    Raises UpstreamError as :meth:`Upstream.changelog_last_serial`.
-    """
-    async with Upstream(settings) as upstream:
-        return await upstream.changelog_last_serial()
-
-
-async def recount_store(state: StateStore, storage: FileSystemStorage) -> RecountReport:
+async def recount_store(state: StateStore, storage: Storage) -> RecountReport:
     """Audit the running totals: sum them afresh from the project rows (and store
     them when they differ), and compare the files the state lists with what
     ``storage`` holds under ``packages/`` (the store's part runs in a thread).
 
-    Raises StorageError when the tree cannot be read.
+    Raises StorageError when the tree cannot be listed.
     """
     listed = await list_packages(storage)
-    return await asyncio.to_thread(audit_store, state, storage.web_root, listed)
+    return await asyncio.to_thread(audit_store, state, listed)
 
 
-async def list_packages(storage: Storage) -> list[str]:
-    """Every file ``storage`` holds under ``packages/`` (as paths under the web root)."""
-    return [listed.path async for listed in storage.list_files("packages")]
+async def list_packages(storage: Storage) -> dict[str, int]:
+    """Every file ``storage`` holds under ``packages/``: its path under the web root
+    and its size. One listing, on disk or in a bucket alike."""
+    return {listed.path: listed.size async for listed in storage.list_files("packages")}
 
 
-def audit_store(state: StateStore, web_root: Path, on_disk: Iterable[str]) -> RecountReport:
-    """:func:`recount_store`, given the files under ``packages/`` (``on_disk``, from
-    :func:`list_packages`). Blocking: run it in a thread."""
+def audit_store(state: StateStore, on_disk: Mapping[str, int]) -> RecountReport:
+    """:func:`recount_store`, given the files under ``packages/`` and their sizes
+    (``on_disk``, from :func:`list_packages`). Blocking: run it in a thread."""
     counted = state.totals()
     recounted = state.recount_totals()
     if recounted != counted:
@@ -171,13 +160,10 @@ def audit_store(state: StateStore, web_root: Path, on_disk: Iterable[str]) -> Re
             expected.append((f"{stored.path}.metadata", stored.metadata_size))
         for position, (path, size) in enumerate(expected):
             listed.add(path)
-            try:
-                actual = (web_root / path).stat().st_size
-            except FileNotFoundError:
+            actual = on_disk.get(path)
+            if actual is None:
                 missing.append(path)
                 continue
-            except OSError as exc:
-                raise StorageError(f"cannot read {web_root / path}: {exc.strerror}") from exc
             disk_bytes += actual
             disk_files += position == 0
             if actual != size:
@@ -370,39 +356,36 @@ def _totals_json(totals: Totals) -> dict[str, int]:
     return {"projects": totals.projects, "files": totals.files, "bytes": totals.bytes}
 
 
-async def run_status(
-    config: Config,
-    *,
-    remote: bool = False,
-    as_json: bool = False,
-    history: bool = False,
-    recount: bool = False,
-) -> str:
-    """What ``mirror status`` prints for the mirror of ``config``.
-
-    Raises StateError when the mirror has no state store yet (or an unreadable one),
-    UpstreamError when ``remote`` and upstream does not answer, StorageError when
-    ``recount`` cannot read the tree.
-    """
-    path = config.directory / STATE_NAME
+def require_store(path: Path) -> None:
+    """Raise StateError unless a state store exists at ``path``: ``mirror status``
+    reads a mirror, it never makes one. Blocking (a stat)."""
     if not path.is_file():
         raise StateError(f"no state store at {path}: run `mirror sync` first")
-    upstream_serial: Serial | None = None
-    if remote:
-        upstream_serial = await fetch_upstream_serial(UpstreamSettings.from_config(config))
 
-    web = config.directory / WEB_DIR
-    on_disk: list[str] | None = None
-    if recount:
-        async with FileSystemStorage(web) as storage:
-            on_disk = await list_packages(storage)
+
+async def status_text(
+    path: Path,
+    *,
+    upstream_serial: Serial | None = None,
+    on_disk: Mapping[str, int] | None = None,
+    as_json: bool = False,
+    history: bool = False,
+) -> str:
+    """What ``mirror status`` prints for the state store at ``path``: ``upstream_serial``
+    just asked for (else the last run's), the recount's audit against ``on_disk`` (see
+    :func:`list_packages`) when given, every run with ``history``; JSON with ``as_json``.
+    The resources behind the arguments are built by :func:`mirror.app.status`.
+
+    Raises StateError when there is no state store at ``path`` (or an unreadable one).
+    """
 
     def gather() -> str:
+        require_store(path)
         # Opened read-write: a store from an older mirror is migrated, and --recount
         # may fix the counters. Every transaction is short, so a running sync is not
         # held up.
         with StateStore.open(path) as state:
-            audit = None if on_disk is None else audit_store(state, web, on_disk)
+            audit = None if on_disk is None else audit_store(state, on_disk)
             status = read_status(state, now=time.time(), upstream_serial=upstream_serial)
             runs = state.runs() if history else None
         if as_json:

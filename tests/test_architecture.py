@@ -182,6 +182,26 @@ def test_every_module_has_a_layer() -> None:
     assert [name for name in production_modules() if layer_of(name, layers) is None] == []
 
 
+def test_every_module_has_a_row_in_the_modules_table() -> None:
+    """A newcomer reads the tree from docs/architecture.md: each module file, or the
+    package it belongs to (``mirror/state/``, ``mirror/filters/``), has a row."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    section = text.split("\n## Modules\n", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        name
+        for row in re.findall(r"^\| (`[^|]+`) \|", section, flags=re.MULTILINE)
+        for name in re.findall(r"`([^`]+)`", row)
+    }
+    root = ARCHITECTURE.parent.parent
+    unlisted = []
+    for path in production_modules().values():
+        relative = path.relative_to(root).as_posix()
+        packages = {f"{parent.as_posix()}/" for parent in path.relative_to(root).parents}
+        if relative not in rows and not packages & rows:
+            unlisted.append(relative)
+    assert sorted(unlisted) == []
+
+
 def test_no_module_imports_one_drawn_above_it() -> None:
     layers = layering()
     upward = []

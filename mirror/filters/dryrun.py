@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from humanfriendly import format_size
 from packaging.utils import NormalizedName
 
-from mirror.config import Config
 from mirror.errors import ProjectNotFoundError
 from mirror.filters import Drop, FilterSet
-from mirror.upstream import Upstream, UpstreamSettings
+from mirror.upstream import Upstream
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,11 +83,3 @@ async def explain(
             )
         )
     return verdicts
-
-
-async def dry_run(config: Config, names: Sequence[NormalizedName]) -> list[str]:
-    """The ``mirror filters`` report for ``names`` under ``config``, as lines."""
-    settings = UpstreamSettings.from_config(config)
-    async with Upstream(settings) as upstream:
-        verdicts = await explain(upstream, config.filters, names, source=config.metadata_source)
-    return [line for verdict in verdicts for line in verdict.lines()]
