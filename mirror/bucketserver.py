@@ -157,11 +157,15 @@ class _Bucket:
 
     async def _heads(self, base: str) -> dict[str, ObjectInfo]:
         """The page objects present under ``base``, by media type (HEADs side by side)."""
-        async with asyncio.TaskGroup() as group:
-            tasks = {
-                variant.media_type: group.create_task(self._head(f"{base}/{variant.filename}"))
-                for variant in _VARIANTS
-            }
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = {
+                    variant.media_type: group.create_task(self._head(f"{base}/{variant.filename}"))
+                    for variant in _VARIANTS
+                }
+        except* web.HTTPServiceUnavailable:
+            # A failed HEAD is the bucket's failure, not a group of them: one 503.
+            raise web.HTTPServiceUnavailable from None
         return {
             media_type: info
             for media_type, task in tasks.items()

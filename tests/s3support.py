@@ -106,3 +106,51 @@ def write_s3_config(
     with path.open("a") as file:
         file.write("\n".join(lines) + "\n")
     return path
+
+
+class FaultyClient:
+    """A real S3 client that fails the calls a test names: ``faults[method]`` is a list
+    of what each next call does (an exception to raise, or None to pass through), and
+    ``when`` narrows a method's faults to calls whose keyword arguments include it."""
+
+    def __init__(self, client: object) -> None:
+        self._client = client
+        self.faults: dict[str, list[BaseException | None]] = {}
+        self.when: dict[str, str] = {}
+
+    def __getattr__(self, name: str) -> object:
+        real = getattr(self._client, name)
+        if name not in self.faults:
+            return real
+
+        async def call(**kwargs: object) -> object:
+            queue = self.faults[name]
+            wanted = self.when.get(name)
+            if queue and (wanted is None or wanted in kwargs):
+                fault = queue.pop(0)
+                if fault is not None:
+                    raise fault
+            return await real(**kwargs)
+
+        return call
+
+
+def client_error(code: str, operation: str = "PutObject") -> BaseException:
+    """The ClientError botocore raises for an S3 error ``code``."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    return ClientError({"Error": {"Code": code, "Message": code}}, operation)
+
+
+def faulty_storage(
+    storage: S3Storage, *, bucket: str | None = None
+) -> tuple[S3Storage, FaultyClient]:
+    """``storage``'s bucket (or ``bucket``) through a :class:`FaultyClient`."""
+    client = FaultyClient(storage.client)
+    faulty = S3Storage(
+        client,  # type: ignore[arg-type]  # the real client behind a thin wrapper
+        bucket=storage.bucket if bucket is None else bucket,
+        prefix=storage.prefix,
+        part_bytes=TEST_PART_BYTES,
+    )
+    return faulty, client
