@@ -139,7 +139,16 @@ def client_error(code: str, operation: str = "PutObject") -> BaseException:
     """The ClientError botocore raises for an S3 error ``code``."""
     from botocore.exceptions import ClientError  # noqa: PLC0415
 
-    return ClientError({"Error": {"Code": code, "Message": code}}, operation)
+    error: BaseException = ClientError({"Error": {"Code": code, "Message": code}}, operation)
+    return error
+
+
+def unreachable() -> BaseException:
+    """The error botocore raises when the store cannot be reached."""
+    from botocore.exceptions import EndpointConnectionError  # noqa: PLC0415
+
+    error: BaseException = EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+    return error
 
 
 def faulty_storage(

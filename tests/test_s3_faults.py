@@ -7,15 +7,10 @@ import hashlib
 from collections.abc import AsyncIterator
 
 import pytest
-from botocore.exceptions import EndpointConnectionError
 
 from mirror.errors import IntegrityError, StorageError
 from mirror.storage.s3 import S3Storage
-from tests.s3support import TEST_PART_BYTES, client_error, faulty_storage
-
-
-def unreachable() -> BaseException:
-    return EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+from tests.s3support import TEST_PART_BYTES, client_error, faulty_storage, unreachable
 
 
 async def chunks_of(data: bytes, size: int = 1 << 20) -> AsyncIterator[bytes]:
@@ -115,9 +110,9 @@ async def test_a_stale_upload_sweep_the_store_refuses_is_a_storage_error(
     ]
     assert await storage.remove_stale_temps("packages") == 1
     await s3_storage.client.create_multipart_upload(Bucket=s3_storage.bucket, Key=key)
-    with pytest.raises(StorageError, match="cannot abort the upload of s3://.*AccessDenied"):
+    with pytest.raises(StorageError, match=r"cannot abort the upload of s3://.*AccessDenied"):
         await storage.remove_stale_temps("packages")
-    with pytest.raises(StorageError, match="cannot abort the upload of s3://.*connect"):
+    with pytest.raises(StorageError, match=r"cannot abort the upload of s3://.*connect"):
         await storage.remove_stale_temps("packages")
     assert await s3_storage.remove_stale_temps("packages") >= 1
 
@@ -132,7 +127,7 @@ async def test_removing_a_listed_temp_aborts_its_upload_and_reports_refusals(
     assert len(temps) == 2
     storage, client = faulty_storage(s3_storage)
     client.faults["abort_multipart_upload"] = [client_error("AccessDenied", "Abort")]
-    with pytest.raises(StorageError, match="cannot abort the upload of s3://.*AccessDenied"):
+    with pytest.raises(StorageError, match=r"cannot abort the upload of s3://.*AccessDenied"):
         await storage.delete(temps[0])
     client.faults["abort_multipart_upload"] = [client_error("NoSuchUpload", "Abort")]
     await storage.delete(temps[0])  # aborted meanwhile: fine

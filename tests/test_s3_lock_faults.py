@@ -8,16 +8,11 @@ import json
 import time
 
 import pytest
-from botocore.exceptions import EndpointConnectionError
 
 from mirror.errors import LockedError, StorageError
 from mirror.s3lock import LOCK_KEY, bucket_lock
 from mirror.storage.s3 import S3Storage
-from tests.s3support import client_error, faulty_storage
-
-
-def unreachable() -> BaseException:
-    return EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+from tests.s3support import client_error, faulty_storage, unreachable
 
 
 async def put_lease(storage: S3Storage, *, owner: str, expires: float) -> None:
@@ -57,10 +52,14 @@ async def test_renewals_that_fail_until_the_lease_ends_stop_the_run(
     storage, client = faulty_storage(s3_storage)
     client.when["put_object"] = "IfMatch"
     client.faults["put_object"] = [unreachable()] * 20
-    with pytest.raises(LockedError, match="lost the lock"):
+
+    async def run_without_a_lease() -> None:
         async with bucket_lock(storage, lease_seconds=0.3):
             await asyncio.sleep(5)
             pytest.fail("the run went on without a lease")
+
+    with pytest.raises(LockedError, match="lost the lock"):
+        await run_without_a_lease()
     assert "cannot renew the lock" in caplog.text
 
 
@@ -103,7 +102,7 @@ async def test_a_lock_that_cannot_be_read_is_a_storage_error(
 async def test_a_lock_that_cannot_be_written_is_a_storage_error(s3_storage: S3Storage) -> None:
     storage, client = faulty_storage(s3_storage)
     client.faults["put_object"] = [unreachable()]
-    with pytest.raises(StorageError, match="cannot write the lock s3://.*connect"):
+    with pytest.raises(StorageError, match=r"cannot write the lock s3://.*connect"):
         async with bucket_lock(storage):
             pytest.fail("locked without writing the lease")
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession
-from botocore.exceptions import EndpointConnectionError
 
 from mirror.bucketserver import create_bucket_app
 from mirror.cli import EXIT_OK, main
@@ -19,13 +18,9 @@ from mirror.server import running_server
 from mirror.storage.s3 import S3Storage
 from mirror.storage.s3tree import S3Tree
 from mirror.testing import FakeUpstream
-from tests.s3support import client_error, faulty_storage, write_s3_config
+from tests.s3support import client_error, faulty_storage, unreachable, write_s3_config
 
 WHEEL = "packages/ab/cd/alpha-1.0-py3-none-any.whl"
-
-
-def unreachable() -> BaseException:
-    return EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
 
 
 async def seed(storage: S3Storage) -> None:
