@@ -78,6 +78,7 @@ def sync_options(config: Config, *, reread_filters: bool = False) -> SyncOptions
         retry_max_seconds=config.retry_max_seconds,
         metrics_file=config.metrics_file,
         filters=filters_of(config) if reread_filters else config.filters,
+        journal_retention_seconds=config.journal_retention_seconds,
     )
 
 
@@ -217,15 +218,19 @@ async def filters_dry_run(config: Config, names: Sequence[NormalizedName]) -> li
 
 
 async def serve(config: Config, *, host: str | None = None, port: int | None = None) -> None:
-    """``mirror serve`` over ``config``'s web tree with the metrics and status routes;
-    ``host`` and ``port`` win over the ``[serve]`` section. Runs until a signal."""
+    """``mirror serve`` over ``config``'s web tree with the metrics and status routes
+    and, for a tree on disk, the XML-RPC mirroring endpoint over the journal (with its
+    serials on the pages); ``host`` and ``port`` win over the ``[serve]`` section. Runs
+    until a signal."""
     from mirror.metrics import metrics_routes  # noqa: PLC0415  # see the module docstring
+    from mirror.rpc import journal_serial_reader, xmlrpc_routes  # noqa: PLC0415
     from mirror.server import serve as serve_tree  # noqa: PLC0415
     from mirror.statuspage import status_routes  # noqa: PLC0415
 
     extra_routes = [*metrics_routes(config.directory), *status_routes(config.directory)]
     async with AsyncExitStack() as stack:
         app = None
+        page_serial = None
         if config.s3 is not None:
             # The bucket's tree: each request asks the bucket (any number of nodes).
             from mirror.bucketserver import create_bucket_app  # noqa: PLC0415  # S3 only
@@ -235,6 +240,10 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
             app = create_bucket_app(
                 storage, packages_redirect=config.packages_redirect, extra_routes=extra_routes
             )
+        else:
+            # We are an upstream too: our journal over XML-RPC, its serials on the pages.
+            extra_routes.extend(xmlrpc_routes(config.directory))
+            page_serial = journal_serial_reader(config.directory)
         await serve_tree(
             web_root(config.directory),
             host=host or config.serve_host,
@@ -242,4 +251,5 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
             access_log=config.serve_access_log,
             extra_routes=extra_routes,
             app=app,
+            page_serial=page_serial,
         )

@@ -9,10 +9,10 @@ network, the disk or the state store.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from packaging.utils import NormalizedName
+from packaging.utils import NormalizedName, canonicalize_name
 
 from mirror.filters import FilterSet
 from mirror.models import ChangelogEntry, Serial
@@ -32,6 +32,9 @@ class Changes:
     projects: Mapping[NormalizedName, Serial]
     """``{project: serial to reach}``."""
     serial: Serial
+    display_names: Mapping[NormalizedName, str] = field(default_factory=dict)
+    """``{project: display name}`` where the change source names them (a changelog's
+    newest row of each project)."""
 
 
 def allowlisted(filters: FilterSet) -> dict[NormalizedName, Serial] | None:
@@ -61,10 +64,18 @@ def first_sync(
 
 def since(entries: Sequence[ChangelogEntry], serial: Serial) -> Changes:
     """The changes of changelog ``entries`` read since the mirror's ``serial``: each
-    project at its newest serial; the mirror reaches the newest serial seen."""
+    project at its newest serial, under the name its newest row gives; the mirror
+    reaches the newest serial seen."""
+    projects = fold_changelog(entries)
+    display_names: dict[NormalizedName, str] = {}
+    for entry in sorted(entries, key=lambda entry: entry.serial):
+        key = canonicalize_name(entry.name)
+        if key in projects:
+            display_names[key] = entry.name
     return Changes(
-        projects=fold_changelog(entries),
+        projects=projects,
         serial=Serial(max([serial, *(entry.serial for entry in entries)])),
+        display_names=display_names,
     )
 
 

@@ -57,6 +57,7 @@ _DEFAULT_CONNECT_TIMEOUT_SECONDS: Final = 10.0
 _DEFAULT_READ_TIMEOUT_SECONDS: Final = 60.0
 _DEFAULT_RETRIES: Final = 5
 _DEFAULT_METADATA_SOURCE: Final[MetadataSource] = "simple"
+_DEFAULT_JOURNAL_RETENTION_SECONDS: Final = 30 * 86400.0
 _DEFAULT_RETRY_BASE_SECONDS: Final = 300.0
 _DEFAULT_RETRY_MAX_SECONDS: Final = 86400.0
 _DEFAULT_INTERVAL_SECONDS: Final = 600.0
@@ -107,6 +108,7 @@ _MIRROR_KEYS: Final[frozenset[str]] = frozenset(
         "metrics-file",
         "ca-bundle",
         "proxy",
+        "journal-retention",
     }
 )
 
@@ -208,6 +210,9 @@ class Config:
     """``json``: keep a ``/pypi/<p>/json`` copy of each project."""
     metadata_source: MetadataSource = _DEFAULT_METADATA_SOURCE
     """``metadata-source``: ``simple`` (PEP 691 project pages) or ``json``."""
+    journal_retention_seconds: float = _DEFAULT_JOURNAL_RETENTION_SECONDS
+    """``journal-retention``: how long the mirror's own journal keeps a row (what
+    ``mirror serve`` answers followers' ``changelog_since_serial`` from)."""
     allow_non_https: bool = False
     """``allow-non-https``: whether an ``http://`` upstream is allowed."""
     user_agent_contact: str | None = None
@@ -354,6 +359,9 @@ def parse_config(text: str, *, source: Path | None = None) -> Config:
         formats=_formats(mirror),
         keep_json=mirror.boolean("json", default=False),
         metadata_source=_metadata_source(mirror),
+        journal_retention_seconds=mirror.duration(
+            "journal-retention", default=_DEFAULT_JOURNAL_RETENTION_SECONDS
+        ),
         allow_non_https=allow_non_https,
         user_agent_contact=mirror.contact("contact"),
         retry_base_seconds=retry_base_seconds,

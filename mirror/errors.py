@@ -20,10 +20,13 @@ the CLI turns these errors into exit codes.
     │       └── UnsafePathError     a file name or URL path that could escape the mirror
     ├── IntegrityError              downloaded bytes do not match size or sha256
     ├── StorageError                the disk refused (ENOSPC, EROFS, EACCES, ...)
-    └── StateError                  the state store is unreadable or from a newer version
+    ├── StateError                  the state store is unreadable or from a newer version
+    └── JournalPrunedError          changes asked for since a serial the journal no longer keeps
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class MirrorError(Exception):
@@ -122,3 +125,20 @@ class StorageError(MirrorError):
 
 class StateError(MirrorError):
     """The state store cannot be opened or used."""
+
+
+class JournalPrunedError(MirrorError):
+    """Changes were asked for since a serial older than the mirror's journal keeps
+    (``mirror serve``'s ``changelog_since_serial``): the follower must read the full
+    listing instead. Sent as the XML-RPC fault :attr:`FAULT_CODE`."""
+
+    FAULT_CODE: ClassVar[int] = 410
+    """The fault code ``mirror serve`` answers with, and followers fall back on."""
+
+    def __init__(self, serial: int, horizon: int):
+        super().__init__(
+            f"serial {serial} is older than this mirror's journal keeps (it starts after"
+            f" {horizon}): read list_packages_with_serial instead"
+        )
+        self.serial = serial
+        self.horizon = horizon

@@ -17,6 +17,8 @@ It serves what ``mirror sync`` writes, as PyPI serves it:
   ``Cache-Control: public, max-age=31536000, immutable`` (paths are content-addressed).
 * ``/pypi/<project>/json`` (``application/json``) when the mirror keeps JSON API
   copies, and ``/last-modified`` (``text/plain``).
+* ``X-PyPI-Last-Serial`` on project pages and JSON API copies, when given a
+  ``page_serial`` (``mirror serve`` gives the journal's, see :mod:`mirror.rpc`).
 
 Anything else, including every attempt to reach outside ``web/`` (``..``, encoded
 slashes, backslashes, NUL), is a 404. The paths ``/metrics`` and ``/status/`` are
@@ -31,7 +33,7 @@ import os
 import re
 import signal
 import stat
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +41,12 @@ from typing import Final
 
 from aiohttp import hdrs, web
 from aiohttp.web_response import ContentCoding
+from packaging.utils import NormalizedName
 from yarl import URL
 
 from mirror.errors import MalformedResponseError, MirrorError
 from mirror.layout import unsafe_component
-from mirror.models import project_name
+from mirror.models import Serial, project_name
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger(f"{__name__}.access")
@@ -61,6 +64,11 @@ V1_JSON: Final = "application/vnd.pypi.simple.v1+json"
 
 INDEX_CACHE_CONTROL: Final = "max-age=600, public"
 """Simple pages, JSON API copies: PyPI's own client-facing lifetime (protocol.md §3.9)."""
+SERIAL_HEADER: Final = "X-PyPI-Last-Serial"
+
+PageSerial = Callable[[NormalizedName], Awaitable[Serial | None]]
+"""The serial to send with a project's pages (see :func:`create_app`)."""
+
 PACKAGE_CACHE_CONTROL: Final = "public, max-age=31536000, immutable"
 """Files never change under a path: the path is derived from the file's hash."""
 
@@ -181,15 +189,24 @@ def _q_param(params: str) -> float:
     return 1.0
 
 
-def create_app(web_root: Path, *, extra_routes: Sequence[web.RouteDef] = ()) -> web.Application:
+def create_app(
+    web_root: Path,
+    *,
+    extra_routes: Sequence[web.RouteDef] = (),
+    page_serial: PageSerial | None = None,
+) -> web.Application:
     """The application serving the mirror's ``web/`` directory at ``web_root``.
+
+    ``page_serial`` gives the ``X-PyPI-Last-Serial`` sent with a project's simple
+    pages and JSON API copy (None from it, or no ``page_serial``: no header); ``mirror
+    serve`` passes the journal's (:func:`mirror.rpc.journal_serial_reader`).
 
     ``extra_routes`` are added after the mirror's own, which use only ``/simple``,
     ``/packages/``, ``/pypi/`` and ``/last-modified``: ``/metrics`` and ``/status/``
     are free for them. The tree may change underneath (sync renames files into
     place); every request looks at the disk afresh.
     """
-    tree = _Tree(web_root.absolute())
+    tree = _Tree(web_root.absolute(), page_serial)
     app = web.Application()
     app.add_routes(
         [
@@ -226,6 +243,7 @@ class _Tree:
     """The request handlers, over one ``web/`` directory."""
 
     root: Path
+    page_serial: PageSerial | None = None
 
     async def root_index(self, request: web.Request) -> web.StreamResponse:
         return await self._simple_page(request, self.root / "simple")
@@ -241,7 +259,11 @@ class _Tree:
             raise web.HTTPNotFound
         if raw != name or not request.path.endswith("/"):
             raise web.HTTPMovedPermanently(f"/simple/{name}/")
-        return await self._simple_page(request, directory)
+        # Read before the page: a commit lands its pages before its journal row, so
+        # the page is at least as new as the serial sent with it.
+        serial = await self._serial(name)
+        response = await self._simple_page(request, directory)
+        return _with_serial(response, serial)
 
     async def package_file(self, request: web.Request) -> web.StreamResponse:
         parts = request.match_info["path"].split("/")
@@ -264,12 +286,17 @@ class _Tree:
             raise web.HTTPNotFound
         if raw != name:
             raise web.HTTPMovedPermanently(f"/pypi/{name}/json")
-        return await _send_page(
+        serial = await self._serial(name)
+        response = await _send_page(
             request,
             page,
             content_type="application/json",
             vary="Accept-Encoding",
         )
+        return _with_serial(response, serial)
+
+    async def _serial(self, name: NormalizedName) -> Serial | None:
+        return None if self.page_serial is None else await self.page_serial(name)
 
     async def last_modified(self, request: web.Request) -> web.StreamResponse:
         return await _send_file(
@@ -293,6 +320,12 @@ class _Tree:
             content_type=variant.content_type,
             vary="Accept, Accept-Encoding",
         )
+
+
+def _with_serial(response: web.StreamResponse, serial: Serial | None) -> web.StreamResponse:
+    if serial is not None:
+        response.headers[SERIAL_HEADER] = str(serial)
+    return response
 
 
 def _stat_variants(directory: Path) -> dict[str, _Page]:
@@ -393,6 +426,7 @@ async def running_server(
     access_log: bool = True,
     extra_routes: Sequence[web.RouteDef] = (),
     app: web.Application | None = None,
+    page_serial: PageSerial | None = None,
 ) -> AsyncIterator[str]:
     """Serve ``web_root`` on ``host:port`` for the duration of the block (or ``app``
     instead, e.g. :func:`mirror.bucketserver.create_bucket_app`'s).
@@ -402,7 +436,7 @@ async def running_server(
     Raises MirrorError when the address cannot be bound.
     """
     runner = web.AppRunner(
-        app or create_app(web_root, extra_routes=extra_routes),
+        app or create_app(web_root, extra_routes=extra_routes, page_serial=page_serial),
         access_log=access_logger if access_log else None,
         access_log_format=ACCESS_LOG_FORMAT,
     )
@@ -427,6 +461,7 @@ async def serve(
     access_log: bool = True,
     extra_routes: Sequence[web.RouteDef] = (),
     app: web.Application | None = None,
+    page_serial: PageSerial | None = None,
 ) -> None:
     """Serve ``web_root`` (or ``app``, see :func:`running_server`) until SIGTERM or
     cancellation (SIGINT under asyncio.run).
@@ -446,6 +481,7 @@ async def serve(
             access_log=access_log,
             extra_routes=extra_routes,
             app=app,
+            page_serial=page_serial,
         ) as url:
             logger.info("serving %s at %s/simple/", "the bucket" if app else web_root, url)
             await stop.wait()

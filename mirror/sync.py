@@ -32,7 +32,7 @@ from typing import Literal
 from packaging.utils import NormalizedName
 
 from mirror import changes, closure
-from mirror.errors import MirrorError, StorageError
+from mirror.errors import JournalPrunedError, MirrorError, StorageError, XmlRpcFaultError
 from mirror.fetch import Fetcher
 from mirror.filters import FilterSet
 from mirror.models import Serial
@@ -78,6 +78,9 @@ class SyncOptions:
     """Where to write Prometheus metrics at the end of each run (None: nowhere)."""
     filters: FilterSet = field(default_factory=FilterSet)
     """What the mirror keeps (``[plugins] enabled``); empty keeps everything."""
+    journal_retention_seconds: float = 30 * 86_400.0
+    """How long the mirror's own journal keeps a row (``journal-retention``): each run
+    prunes older ones at its end."""
 
 
 class Syncer:
@@ -206,6 +209,7 @@ class _Run:
         # syncs above (when still wanted) before the rest is removed.
         await self._collect_garbage()
         await asyncio.to_thread(self._state.set_meta, UNFINISHED_META_KEY, "")
+        await asyncio.to_thread(self._prune_journal)
         pending = await asyncio.to_thread(self._state.todo_count)
         report = tally.report(
             serial=serial,
@@ -215,6 +219,13 @@ class _Run:
         )
         await asyncio.to_thread(self._record_run, report, started_at)
         return report
+
+    def _prune_journal(self) -> None:
+        """Drop the journal rows older than the retention window (in a worker thread)."""
+        cutoff = self._clock() - self._options.journal_retention_seconds
+        pruned = self._state.prune_journal(older_than=cutoff)
+        if pruned:
+            logger.info("pruned %d journal row(s) past the retention window", pruned)
 
     def _record_run(self, report: SyncReport, started_at: float) -> None:
         """Append the run to the state's history and refresh the metrics file
@@ -252,26 +263,29 @@ class _Run:
         loses both (the next run reads the same changes again) or keeps both.
         """
         serial = await asyncio.to_thread(self._state.mirror_serial)
-        display_names: dict[NormalizedName, str] = {}
+        display_names: Mapping[NormalizedName, str] = {}
         if serial is None:
-            # Read the last serial first: a change that lands while the listing is built
-            # is then seen again by the next run's changelog, never missed.
-            last = await self._upstream.changelog_last_serial()
-            listed, display_names = await self._first_listing(filters)
-            found = changes.first_sync(listed, await self._held(), last_serial=last)
-            logger.info(
-                "first sync: %d project(s) to consider, serial %d", len(found.projects), last
-            )
+            found, display_names = await self._listed_changes(filters, "first sync")
         else:
-            entries = await self._upstream.changelog_since_serial(serial)
-            found = changes.since(entries, serial)
-            logger.info(
-                "%d changelog rows since serial %d: %d project(s) changed, upstream at %d",
-                len(entries),
-                serial,
-                len(found.projects),
-                found.serial,
-            )
+            try:
+                entries = await self._upstream.changelog_since_serial(serial)
+            except XmlRpcFaultError as exc:
+                if exc.code != JournalPrunedError.FAULT_CODE:
+                    raise
+                # A mirror upstream of us no longer keeps its journal back to our
+                # serial: what it holds now, against what we hold, is the whole story.
+                logger.warning("%s; reading the full listing", exc.fault_string)
+                found, display_names = await self._listed_changes(filters, "full listing")
+            else:
+                found = changes.since(entries, serial)
+                display_names = found.display_names
+                logger.info(
+                    "%d changelog rows since serial %d: %d project(s) changed, upstream at %d",
+                    len(entries),
+                    serial,
+                    len(found.projects),
+                    found.serial,
+                )
         queued = self._admitted(found.projects, filters)
         await asyncio.to_thread(
             lambda: self._state.enqueue(
@@ -282,6 +296,19 @@ class _Run:
             )
         )
         return found.serial
+
+    async def _listed_changes(
+        self, filters: FilterSet, why: str
+    ) -> tuple[changes.Changes, Mapping[NormalizedName, str]]:
+        """The changes a full listing gives (every listed project, and every held one
+        it no longer lists), with the listing's display names."""
+        # Read the last serial first: a change that lands while the listing is built
+        # is then seen again by the next run's changelog, never missed.
+        last = await self._upstream.changelog_last_serial()
+        listed, display_names = await self._first_listing(filters)
+        found = changes.first_sync(listed, await self._held(), last_serial=last)
+        logger.info("%s: %d project(s) to consider, serial %d", why, len(found.projects), last)
+        return found, display_names
 
     async def _held(self) -> list[NormalizedName]:
         """The projects the mirror holds."""

@@ -348,7 +348,9 @@ class Upstream:
             detail = await asyncio.to_thread(
                 _parse_detail, body, name=name, page_url=page_url, serial=fallback, source=source
             )
-            if min_serial is not None and detail.serial < min_serial:
+            # The header, when sent, is the authority: a mirror upstream of us sends its
+            # own serial there while its pages carry the serials of its upstream.
+            if min_serial is not None and header_serial is None and detail.serial < min_serial:
                 stale = True
                 raise StaleResponseError(redact_url(target), expected=min_serial, got=detail.serial)
             return detail

@@ -38,6 +38,7 @@ FIELD_KEYS = {
     "serve_port": "port",
     "serve_access_log": "access-log",
     "packages_redirect": "packages-redirect",
+    "journal_retention_seconds": "journal-retention",
     "s3": "backend",
 }
 # [storage]'s other keys: all of them are the one field `s3`.

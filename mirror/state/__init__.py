@@ -12,12 +12,13 @@ is split by concern (``docs/architecture.md``): :mod:`~mirror.state.core` (conne
 lock, transactions, migrations), :mod:`~mirror.state.schema`,
 :mod:`~mirror.state.keys` (every meta key), :mod:`~mirror.state.records`,
 :mod:`~mirror.state.meta`, :mod:`~mirror.state.inventory`,
-:mod:`~mirror.state.queue`, :mod:`~mirror.state.history`, and
+:mod:`~mirror.state.queue`, :mod:`~mirror.state.history`, :mod:`~mirror.state.journal`, and
 :mod:`~mirror.state.store`, whose :class:`StateStore` is all of them on one
 connection. Import from here.
 """
 
 from mirror.state.core import STATE_NAME
+from mirror.state.journal import JOURNAL_PAGE_ROWS, JournalRow
 from mirror.state.keys import (
     FILTERS_META_KEY,
     NEEDS_META_KEY,
@@ -30,11 +31,13 @@ from mirror.state.store import StateStore
 
 __all__ = [
     "FILTERS_META_KEY",
+    "JOURNAL_PAGE_ROWS",
     "NEEDS_META_KEY",
     "ROOT_HTML_META_KEY",
     "SCHEMA_VERSION",
     "STATE_NAME",
     "UNFINISHED_META_KEY",
+    "JournalRow",
     "ProjectRow",
     "RunRecord",
     "StateStore",

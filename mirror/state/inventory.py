@@ -20,6 +20,7 @@ from packaging.utils import NormalizedName
 
 from mirror.models import ListingRow, PackagePath, Serial
 from mirror.state.core import StoreCore, put_meta
+from mirror.state.journal import journal_change
 from mirror.state.keys import ROOT_HTML_META_KEY
 from mirror.state.queue import drop_todo, settle_todo
 from mirror.state.records import ProjectRow, StoredFile, Totals
@@ -184,7 +185,9 @@ class Inventory(StoreCore):
         in the garbage table; the project row
         is upserted with the count and bytes of the remaining file rows; the todo
         row goes unless it asks for a newer serial than ``serial`` (a change queued
-        meanwhile must survive). Returns the garbage paths this commit added.
+        meanwhile must survive); when the project is new or anything of it changed, a
+        journal row records it (:mod:`~mirror.state.journal`). Returns the garbage
+        paths this commit added.
         """
         dropped = set(delete)
         with self._transaction() as connection:
@@ -192,10 +195,12 @@ class Inventory(StoreCore):
                 "SELECT path, metadata_sha256 FROM files WHERE project = ?", (name,)
             ).fetchall()
             garbage = _drop_files(connection, [row for row in rows if row[0] in dropped])
-            shown = connection.execute(
-                "SELECT display_name FROM projects WHERE name = ?", (name,)
+            before = connection.execute(
+                "SELECT display_name, serial, status, file_count, total_bytes"
+                " FROM projects WHERE name = ?",
+                (name,),
             ).fetchone()
-            if shown is None or shown[0] != display_name:
+            if before is None or before[0] != display_name:
                 put_meta(connection, ROOT_HTML_META_KEY, "")
             file_count, total_bytes = connection.execute(
                 "SELECT count(*), coalesce(sum(size + coalesce(metadata_size, 0)), 0)"
@@ -214,6 +219,15 @@ class Inventory(StoreCore):
             )
             _add_project_to_counters(connection, name, sign=1)
             settle_todo(connection, name, serial)
+            after = (display_name, serial, status, file_count, total_bytes)
+            if before is None or tuple(before) != after or garbage:
+                journal_change(
+                    connection,
+                    name=name,
+                    display_name=display_name,
+                    action="create" if before is None else "update",
+                    upstream_serial=serial,
+                )
         logger.debug(
             "committed %s at serial %d: %d files, %d bytes, %d garbage paths",
             name,
@@ -226,16 +240,24 @@ class Inventory(StoreCore):
 
     def remove_project(self, name: NormalizedName) -> list[PackagePath]:
         """Forget ``name`` (gone upstream) in one transaction: its project row, file
-        rows (paths and sidecars to the garbage table) and todo row. Returns the
-        garbage paths this added."""
+        rows (paths and sidecars to the garbage table) and todo row; a journal row
+        records the removal of a committed project. Returns the garbage paths this
+        added."""
         with self._transaction() as connection:
             rows = connection.execute(
                 "SELECT path, metadata_sha256 FROM files WHERE project = ?", (name,)
             ).fetchall()
             garbage = _drop_files(connection, rows)
             _add_project_to_counters(connection, name, sign=-1)
-            if connection.execute("DELETE FROM projects WHERE name = ?", (name,)).rowcount:
+            shown = connection.execute(
+                "SELECT display_name FROM projects WHERE name = ?", (name,)
+            ).fetchone()
+            if shown is not None:
+                connection.execute("DELETE FROM projects WHERE name = ?", (name,))
                 put_meta(connection, ROOT_HTML_META_KEY, "")
+                journal_change(
+                    connection, name=name, display_name=shown[0], action="remove project"
+                )
             drop_todo(connection, name)
         logger.debug("removed %s: %d garbage paths", name, len(garbage))
         return garbage

@@ -1,7 +1,7 @@
 """The keys of the state store's ``meta`` table, each named and explained once.
 
-The store keeps :data:`SCHEMA_KEY` and :data:`SERIAL_KEY` itself (they are
-:data:`RESERVED_KEYS`); the others belong to the sync run and to ``mirror verify``,
+The store keeps :data:`SCHEMA_KEY`, :data:`SERIAL_KEY` and :data:`JOURNAL_HORIZON_KEY`
+itself (they are :data:`RESERVED_KEYS`); the others belong to the sync run and to ``mirror verify``,
 which read and write them through :class:`~mirror.state.StateStore`.
 """
 
@@ -16,7 +16,12 @@ SERIAL_KEY: Final = "mirror_serial"
 """The mirror serial: every upstream change up to it is applied or queued. It moves
 only with :meth:`~mirror.state.StateStore.enqueue`."""
 
-RESERVED_KEYS: Final = frozenset({SCHEMA_KEY, SERIAL_KEY})
+JOURNAL_HORIZON_KEY: Final = "journal_horizon"
+"""The newest journal serial pruned (see :meth:`~mirror.state.StateStore.prune_journal`):
+the journal answers changes since any serial at or above it, and refuses older ones
+(a follower then reads the full listing)."""
+
+RESERVED_KEYS: Final = frozenset({SCHEMA_KEY, SERIAL_KEY, JOURNAL_HORIZON_KEY})
 """Keys only the store itself writes."""
 
 UNFINISHED_META_KEY: Final = "run_unfinished"

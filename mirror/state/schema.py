@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema version this code writes; older stores are migrated, newer ones refused."""
 
 _DDL = """
@@ -89,7 +89,31 @@ CREATE TABLE runs (
 """
 """Schema version 2: incremental totals and the run history (data of version 1 kept)."""
 
-MIGRATIONS: Mapping[int, str] = {1: _DDL, 2: _DDL_2}
+_DDL_3 = """
+-- The mirror's own journal: one row per change a downstream mirror must follow (a
+-- project committed with something new, a project removed), appended in the
+-- transaction of that change. The serial is never below the upstream serial of what
+-- it records (max(previous + 1, that serial)), so a page's own serial never exceeds
+-- the serial a follower was told about it. Rows older than the retention window are
+-- pruned, except each committed project's newest.
+CREATE TABLE journal (
+    serial       INTEGER PRIMARY KEY AUTOINCREMENT,
+    name         TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    action       TEXT NOT NULL,
+    time         REAL NOT NULL
+);
+CREATE INDEX journal_name ON journal (name, serial);
+-- The projects already held get a row each, above every serial they carry.
+INSERT INTO journal (serial, name, display_name, action, time)
+    SELECT (SELECT coalesce(max(serial), 0) FROM projects)
+        + row_number() OVER (ORDER BY serial, name),
+        name, display_name, 'create', CAST(strftime('%s', 'now') AS REAL)
+    FROM projects ORDER BY serial, name
+"""
+"""Schema version 3: the mirror's journal, what ``mirror serve``'s XML-RPC answers from."""
+
+MIGRATIONS: Mapping[int, str] = {1: _DDL, 2: _DDL_2, 3: _DDL_3}
 """The statements that bring a database of version N - 1 to version N, by N (an empty
 database is version 0). The DDL text is what existing stores were created with: a
 change here is a new version and a new migration, never an edit."""
