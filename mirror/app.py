@@ -77,6 +77,8 @@ def sync_options(config: Config, *, reread_filters: bool = False) -> SyncOptions
         retry_base_seconds=config.retry_base_seconds,
         retry_max_seconds=config.retry_max_seconds,
         metrics_file=config.metrics_file,
+        keep_removed=config.keep_removed_seconds,
+        cooldown=config.cooldown_seconds,
         filters=filters_of(config) if reread_filters else config.filters,
         journal_retention_seconds=config.journal_retention_seconds,
     )
@@ -225,9 +227,19 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
     from mirror.metrics import metrics_routes  # noqa: PLC0415  # see the module docstring
     from mirror.rpc import journal_serial_reader, xmlrpc_routes  # noqa: PLC0415
     from mirror.server import serve as serve_tree  # noqa: PLC0415
+    from mirror.snapshot import snapshot_routes  # noqa: PLC0415
     from mirror.statuspage import status_routes  # noqa: PLC0415
 
-    extra_routes = [*metrics_routes(config.directory), *status_routes(config.directory)]
+    extra_routes = [
+        *metrics_routes(config.directory),
+        *status_routes(config.directory),
+        *snapshot_routes(
+            config.directory,
+            cooldown=config.cooldown_seconds,
+            keep_removed=config.keep_removed_seconds,
+            formats=config.formats,
+        ),
+    ]
     async with AsyncExitStack() as stack:
         app = None
         page_serial = None

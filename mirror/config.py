@@ -109,6 +109,8 @@ _MIRROR_KEYS: Final[frozenset[str]] = frozenset(
         "ca-bundle",
         "proxy",
         "journal-retention",
+        "keep-removed",
+        "cooldown",
     }
 )
 
@@ -234,6 +236,12 @@ class Config:
     """``ca-bundle``: PEM file of the CAs trusted for upstream's TLS; None: the system's."""
     proxy_url: str | None = None
     """``proxy``: HTTP proxy for every upstream request; None: direct."""
+    keep_removed_seconds: float = 0.0
+    """``keep-removed``: how long a file removed upstream stays on disk (and in the
+    snapshot views) before garbage collection deletes it; 0: at once."""
+    cooldown_seconds: float = 0.0
+    """``cooldown``: how old (by upstream upload time) a file must be before the live
+    pages publish it; 0: at once."""
     serve_host: str = _DEFAULT_SERVE_HOST
     """``[serve] host``: the address ``mirror serve`` listens on."""
     serve_port: int = _DEFAULT_SERVE_PORT
@@ -373,6 +381,8 @@ def parse_config(text: str, *, source: Path | None = None) -> Config:
         else None,
         ca_bundle=_ca_bundle(mirror, base),
         proxy_url=mirror.url("proxy", default="") or None,
+        keep_removed_seconds=mirror.duration("keep-removed", default=0.0, allow_zero=True),
+        cooldown_seconds=mirror.duration("cooldown", default=0.0, allow_zero=True),
         serve_host=_serve_host(serve),
         serve_port=serve.integer("port", default=_DEFAULT_SERVE_PORT, bounds=_SERVE_PORT_RANGE),
         serve_access_log=serve.boolean("access-log", default=True),
@@ -626,8 +636,9 @@ class _Section:
             raise self.invalid(key, "true or false (yes/no, on/off, 1/0)", raw)
         return value
 
-    def duration(self, key: str, *, default: float) -> float:
-        """A positive timespan in seconds (``30``, ``500ms``, ``5m``, ``1d``)."""
+    def duration(self, key: str, *, default: float, allow_zero: bool = False) -> float:
+        """A positive timespan in seconds (``30``, ``500ms``, ``5m``, ``1d``); zero
+        too with ``allow_zero``."""
         raw = self.values.get(key)
         if raw is None:
             return default
@@ -635,7 +646,7 @@ class _Section:
             seconds = float(parse_timespan(raw))
         except InvalidTimespan:
             raise self.invalid(key, "a duration such as 30, 500ms, 5m or 1d", raw) from None
-        if seconds <= 0:
+        if seconds < 0 or (seconds == 0 and not allow_zero):
             raise self.error(key, f"must be more than zero, got {raw!r}")
         return seconds
 

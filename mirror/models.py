@@ -182,7 +182,7 @@ class ProjectDetail:
         _check_unique_paths(files)
         versions_node = root.optional("versions")
         if versions_node is None:
-            versions = _versions_from_files(files)
+            versions = versions_from_files(files)
         else:
             versions = tuple(v.string() for v in versions_node.items())
         status_node = root.optional("project-status")
@@ -427,8 +427,9 @@ def _check_unique_paths(files: Sequence[DistFile]) -> None:
         seen.add(f.path)
 
 
-def _versions_from_files(files: Sequence[DistFile]) -> tuple[str, ...]:
-    """Versions for pages that predate PEP 700: best effort from the filenames."""
+def versions_from_files(files: Sequence[DistFile]) -> tuple[str, ...]:
+    """The versions of ``files``, best effort from the filenames (for pages that
+    predate PEP 700, and pages showing only some of a project's files)."""
     versions: set[str] = set()
     for f in files:
         try:

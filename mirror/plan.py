@@ -13,11 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Protocol
 
 from packaging.utils import NormalizedName
 
-from mirror.models import DistFile, PackagePath, ProjectDetail
+from mirror.models import DistFile, PackagePath, ProjectDetail, versions_from_files
+
+QUARANTINED = "quarantined"
+"""The PEP 792 status whose project publishes no file, whatever the cooldown."""
 
 
 class Recorded(Protocol):
@@ -62,8 +66,11 @@ class ProjectPlan:
     publish: ProjectDetail
     """The detail the pages show: only files recorded as upstream has them, each
     advertising the ``.metadata`` hash the mirror verified itself."""
+    held: tuple[DistFile, ...]
+    """Recorded files the cooldown holds back: on disk, kept, not yet published (each
+    advertising the ``.metadata`` hash the mirror verified, as ``publish``'s)."""
     keep: frozenset[PackagePath]
-    """Recorded files the pages link."""
+    """Recorded files the pages link, and those held back."""
     delete: frozenset[PackagePath]
     """Recorded files the pages no longer link: the commit drops their rows and the
     run unlinks them. Acted on only in a plan that fetches nothing (the one made
@@ -93,15 +100,23 @@ def plan_project(
     *,
     queued_display_name: str | None = None,
     recorded_display_name: str | None = None,
+    uploaded_before: datetime | None = None,
 ) -> ProjectPlan:
     """The plan for ``detail`` (filtered) against the project's ``recorded`` files.
 
     ``queued_display_name`` is the name the change source gave (a listing),
     ``recorded_display_name`` the committed one; upstream's own comes first.
+    ``uploaded_before`` is the cooldown's line (now less the cooldown; None: no
+    cooldown): a file uploaded after it is fetched but held back, not published, and
+    the versions only it brings are left out of the page. A file without an upload
+    time is published at once. A quarantined project (PEP 792) fetches and publishes
+    nothing, whatever the cooldown: its recorded files are all deleted.
     """
     fetch: list[FileFetch] = []
     published: list[DistFile] = []
-    for dist in detail.files:
+    held: list[DistFile] = []
+    files = () if detail.status.status == QUARANTINED else detail.files
+    for dist in files:
         known = recorded.get(dist.path)
         in_step = known is not None and known.sha256 == dist.sha256
         if not in_step or (
@@ -117,18 +132,28 @@ def plan_project(
             )
         if in_step:
             assert known is not None
-            published.append(
-                replace(
-                    dist,
-                    core_metadata=known.metadata_sha256 is not None,
-                    core_metadata_sha256=known.metadata_sha256,
-                )
+            verified = replace(
+                dist,
+                core_metadata=known.metadata_sha256 is not None,
+                core_metadata_sha256=known.metadata_sha256,
             )
-    keep = frozenset(f.path for f in published)
+            due = (
+                uploaded_before is None
+                or dist.upload_time is None
+                or dist.upload_time <= uploaded_before
+            )
+            (published if due else held).append(verified)
+    keep = frozenset(f.path for f in published) | {f.path for f in held}
+    versions = detail.versions
+    if held:
+        # A version whose every file is held back is not on the page yet.
+        unpublished = set(versions_from_files(held)) - set(versions_from_files(published))
+        versions = tuple(v for v in versions if v not in unpublished)
     return ProjectPlan(
         name=detail.name,
         fetch=tuple(fetch),
-        publish=replace(detail, files=tuple(published)),
+        publish=replace(detail, files=tuple(published), versions=versions),
+        held=tuple(held),
         keep=keep,
         delete=frozenset(recorded.keys() - keep),
         display_name=detail.display_name or queued_display_name or recorded_display_name or None,

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import posixpath
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Literal
 
 from packaging.utils import NormalizedName
@@ -21,11 +23,11 @@ from packaging.utils import NormalizedName
 from mirror.errors import ProjectNotFoundError
 from mirror.fetch import Fetcher
 from mirror.filters import FilterSet
-from mirror.models import PackagePath, ProjectDetail
+from mirror.models import DistFile, PackagePath, ProjectDetail
 from mirror.pages import PageWriter
 from mirror.plan import ProjectPlan, plan_project
 from mirror.report import Tally
-from mirror.state import StateStore, TodoItem
+from mirror.state import HistoryEntry, StateStore, TodoItem
 from mirror.storage import Storage
 from mirror.upstream import Upstream
 
@@ -46,6 +48,9 @@ class ProjectSync:
         tally: Tally,
         metadata_source: Literal["simple", "json"],
         keep_json: bool,
+        keep_removed: float = 0.0,
+        cooldown: float = 0.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._upstream = upstream
         self._storage = storage
@@ -55,6 +60,9 @@ class ProjectSync:
         self._tally = tally
         self._metadata_source = metadata_source
         self._keep_json = keep_json
+        self._keep_removed = keep_removed
+        self._cooldown = cooldown
+        self._clock = clock
 
     async def sync(self, item: TodoItem, filters: FilterSet) -> bool:
         """Bring one project in step under ``filters``. Returns True when it was
@@ -90,14 +98,19 @@ class ProjectSync:
                 serial=detail.serial,
                 status=detail.status.status,
                 delete=plan.delete,
+                kept=[history_entry(dist) for dist in (*plan.publish.files, *plan.held)],
+                held_uploads=[d.upload_time.timestamp() for d in plan.held if d.upload_time],
+                keep_removed=self._keep_removed,
+                now=self._clock(),
             )
         )
         await self.delete_files(garbage)
         logger.info(
-            "synced %s at serial %d: %d file(s) listed, %d removed",
+            "synced %s at serial %d: %d file(s) listed, %d held back, %d removed",
             item.name,
             detail.serial,
             len(plan.publish.files),
+            len(plan.held),
             len(garbage),
         )
         return False
@@ -106,6 +119,11 @@ class ProjectSync:
         """Plan the project against what is recorded, fetch what the plan fetches,
         and return the plan the resulting inventory gives (which fetches nothing)."""
         state = self._state
+        uploaded_before = (
+            datetime.fromtimestamp(self._clock() - self._cooldown, UTC)
+            if self._cooldown > 0
+            else None
+        )
 
         def planned() -> ProjectPlan:
             # One thread hop: what is recorded, the plan, and the garbage notes for
@@ -117,6 +135,7 @@ class ProjectSync:
                 state.project_files(detail.name),
                 queued_display_name=item.display_name,
                 recorded_display_name=row.display_name if row is not None else None,
+                uploaded_before=uploaded_before,
             )
             if plan.fetch:
                 state.expect_files(plan.expected)
@@ -132,6 +151,7 @@ class ProjectSync:
             recorded,
             queued_display_name=item.display_name,
             recorded_display_name=plan.display_name,
+            uploaded_before=uploaded_before,
         )
 
     async def _display_name_from_json(self, name: NormalizedName) -> str:
@@ -160,7 +180,11 @@ class ProjectSync:
         """Upstream no longer has the project: pages go first, then its files."""
         await self._storage.delete_tree(f"simple/{name}")
         await self._storage.delete_tree(f"pypi/{name}")
-        garbage = await asyncio.to_thread(self._state.remove_project, name)
+        garbage = await asyncio.to_thread(
+            lambda: self._state.remove_project(
+                name, keep_removed=self._keep_removed, now=self._clock()
+            )
+        )
         await self.delete_files(garbage)
         logger.info("removed %s: %s (%d file(s) deleted)", name, why, len(garbage))
 
@@ -175,3 +199,18 @@ class ProjectSync:
         if paths:
             await asyncio.to_thread(self._state.forget_garbage, paths)
             self._tally.deleted(len(paths))
+
+
+def history_entry(dist: DistFile) -> HistoryEntry:
+    """What the file history records of a file a commit keeps."""
+    return HistoryEntry(
+        path=dist.path,
+        filename=dist.filename,
+        size=dist.size,
+        sha256=dist.sha256,
+        metadata_sha256=dist.core_metadata_sha256 if dist.core_metadata else None,
+        requires_python=dist.requires_python,
+        yanked=dist.yanked_reason if dist.yanked else None,
+        provenance=dist.provenance,
+        upload_time=None if dist.upload_time is None else dist.upload_time.timestamp(),
+    )

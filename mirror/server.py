@@ -21,8 +21,8 @@ It serves what ``mirror sync`` writes, as PyPI serves it:
   ``page_serial`` (``mirror serve`` gives the journal's, see :mod:`mirror.rpc`).
 
 Anything else, including every attempt to reach outside ``web/`` (``..``, encoded
-slashes, backslashes, NUL), is a 404. The paths ``/metrics`` and ``/status/`` are
-left free for routes passed in ``extra_routes``.
+slashes, backslashes, NUL), is a 404. The paths ``/metrics``, ``/status/`` and
+``/snapshot/`` are left free for routes passed in ``extra_routes``.
 """
 
 from __future__ import annotations

@@ -39,14 +39,21 @@ API_VERSION = "1.4"
 _JSON_SEPARATORS = (",", ":")
 
 
-def render_project_html(detail: ProjectDetail, *, display_name: str) -> bytes:
+FILES_BASE = "../../"
+"""Where file URLs start, relative to a live project page at ``simple/<name>/``."""
+
+
+def render_project_html(
+    detail: ProjectDetail, *, display_name: str, files_base: str = FILES_BASE
+) -> bytes:
     """Render a project's PEP 503 page as UTF-8 bytes, Warehouse's markup exactly.
 
     One anchor per file, in ``detail.files`` order, each carrying the sha256 fragment
     and the PEP 503/592/658/714/740 attributes; ``data-yanked`` always has a value
     (``""`` without a reason), because pip ignores the bare attribute. The
     ``pypi:project-status`` meta is always present (PEP 792). There is no final newline
-    after the ``<!--SERIAL n-->`` comment.
+    after the ``<!--SERIAL n-->`` comment. ``files_base`` is the way from the page up
+    to the directory holding ``packages/`` (deeper for a snapshot view's page).
     """
     title = _escape(display_name)
     status = f'<meta name="pypi:project-status" content="{_escape(detail.status.status)}">'
@@ -65,11 +72,11 @@ def render_project_html(detail: ProjectDetail, *, display_name: str) -> bytes:
         f"    <h1>Links for {title}</h1>\n"
     )
     tail = f"</body>\n</html>\n<!--SERIAL {detail.serial}-->"
-    anchors = "".join(_anchor(dist) for dist in detail.files)
+    anchors = "".join(_anchor(dist, files_base) for dist in detail.files)
     return f"{head}{anchors}{tail}".encode()
 
 
-def render_project_json(detail: ProjectDetail) -> bytes:
+def render_project_json(detail: ProjectDetail, *, files_base: str = FILES_BASE) -> bytes:
     """Render a project's PEP 691 page (with PEP 700, 714, 740 and 792 fields).
 
     Each file has exactly the keys Warehouse sends, including its legacy
@@ -83,7 +90,7 @@ def render_project_json(detail: ProjectDetail) -> bytes:
     if detail.status.reason:
         status["reason"] = detail.status.reason
     page = {
-        "files": [_file_json(dist) for dist in detail.files],
+        "files": [_file_json(dist, files_base) for dist in detail.files],
         "meta": {"_last-serial": detail.serial, "api-version": API_VERSION},
         "name": detail.name,
         "project-status": status,
@@ -155,9 +162,9 @@ def root_pages_chunks(
     yield b"</body>\n</html>", b"]}\n"
 
 
-def _anchor(dist: DistFile) -> str:
+def _anchor(dist: DistFile, files_base: str) -> str:
     """One file's ``<a>`` line, attribute for attribute as Warehouse's template."""
-    parts = [f'<a href="{_escape(_file_href(dist))}#sha256={dist.sha256}" ']
+    parts = [f'<a href="{_escape(_file_href(dist, files_base))}#sha256={dist.sha256}" ']
     if dist.requires_python:
         parts.append(f'data-requires-python="{_escape(dist.requires_python)}" ')
     if dist.yanked:
@@ -171,7 +178,7 @@ def _anchor(dist: DistFile) -> str:
     return "".join(parts)
 
 
-def _file_json(dist: DistFile) -> dict[str, object]:
+def _file_json(dist: DistFile, files_base: str) -> dict[str, object]:
     """One entry of a project page's ``files`` array."""
     core: bool | dict[str, str] = False
     if dist.core_metadata:
@@ -188,7 +195,7 @@ def _file_json(dist: DistFile) -> dict[str, object]:
         "provenance": dist.provenance or None,
         "requires-python": dist.requires_python or None,
         "size": dist.size,
-        "url": _file_href(dist),
+        "url": _file_href(dist, files_base),
         "yanked": yanked,
     }
     if dist.upload_time is not None:
@@ -196,14 +203,15 @@ def _file_json(dist: DistFile) -> dict[str, object]:
     return entry
 
 
-def _file_href(dist: DistFile) -> str:
-    """The file's URL relative to ``simple/<name>/``, each path component quoted.
+def _file_href(dist: DistFile, files_base: str) -> str:
+    """The file's URL relative to the page (``files_base``, then the path), each path
+    component quoted.
 
     ``quote(..., safe="")`` leaves only unreserved characters raw: the same form pip
     produces when it unquotes and re-quotes an href, so ``+`` goes out as ``%2B`` and
     no server has to guess whether it means a space.
     """
-    return "../../" + "/".join(quote(part, safe="") for part in dist.path.split("/"))
+    return files_base + "/".join(quote(part, safe="") for part in dist.path.split("/"))
 
 
 def _escape(text: str) -> str:

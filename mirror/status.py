@@ -10,8 +10,9 @@ The JSON form (:func:`status_json`) is for scripts; its keys are stable:
 
 ``mirror_serial``, ``upstream_serial`` (int or null), ``upstream_serial_source``
 (``"remote"``, ``"last_run"`` or null), ``lag`` (serials behind, or null),
-``projects``, ``files``, ``bytes``, ``pending`` (queued projects),
-``downloaded_bytes_total``, ``last_success`` (Unix time or null),
+``projects``, ``files``, ``bytes``, ``pending`` (queued projects), ``held_back``
+(files downloaded but held back by the cooldown), ``downloaded_bytes_total``,
+``last_success`` (Unix time or null),
 ``seconds_since_last_success`` (or null), ``last_run`` (null or an object with
 ``started``, ``finished``, ``duration_seconds``, ``ok``, ``projects_synced``,
 ``projects_removed``, ``projects_failed``, ``files_downloaded``, ``bytes_downloaded``,
@@ -57,6 +58,8 @@ class MirrorStatus:
     last_run: RunRecord | None
     last_success: RunRecord | None
     downloaded_bytes_total: int
+    held_back: int = 0
+    """Files downloaded but not yet published: the cooldown holds them back."""
 
     @property
     def lag(self) -> int | None:
@@ -121,6 +124,7 @@ def read_status(
         last_run=state.last_run(),
         last_success=state.last_run(ok=True),
         downloaded_bytes_total=state.downloaded_bytes_total(),
+        held_back=state.held_count(),
     )
 
 
@@ -224,6 +228,7 @@ def render_status(status: MirrorStatus) -> str:
             f"({_size(run.bytes_downloaded)}) downloaded; serial {_serial(run.serial)}"
         )
     lines.append(f"queued:           {status.pending} project(s)")
+    lines.append(f"held back:        {status.held_back} file(s) (cooldown)")
     lines.append(f"failing:          {len(status.failures)} project(s)")
     lines.extend(
         f"  {item.name}: {item.attempts} attempt(s), next retry {_when(item.next_attempt)}: "
@@ -298,6 +303,7 @@ def status_json(
         "files": status.totals.files,
         "bytes": status.totals.bytes,
         "pending": status.pending,
+        "held_back": status.held_back,
         "downloaded_bytes_total": status.downloaded_bytes_total,
         "last_success": None if status.last_success is None else status.last_success.finished,
         "seconds_since_last_success": status.seconds_since_last_success,

@@ -81,6 +81,10 @@ class SyncOptions:
     journal_retention_seconds: float = 30 * 86_400.0
     """How long the mirror's own journal keeps a row (``journal-retention``): each run
     prunes older ones at its end."""
+    keep_removed: float = 0.0
+    """Seconds a removed file stays on disk for past views (``keep-removed``)."""
+    cooldown: float = 0.0
+    """Seconds after its upload before a file is published (``cooldown``)."""
 
 
 class Syncer:
@@ -163,6 +167,9 @@ class _Run:
             tally=self._tally,
             metadata_source=options.metadata_source,
             keep_json=options.keep_json,
+            keep_removed=options.keep_removed,
+            cooldown=options.cooldown,
+            clock=clock,
         )
 
     async def run(self, projects: Sequence[NormalizedName] | None) -> SyncReport:
@@ -184,6 +191,7 @@ class _Run:
         else:
             await self._follow_filters(filters)
             upstream_serial = await self._queue_changes(filters)
+            await self._queue_due_held()
             now = self._clock()
             count = await asyncio.to_thread(self._state.due_count, now)
             pages = self._state.due_pages(now)
@@ -334,6 +342,15 @@ class _Run:
         if len(admitted) != len(projects):
             logger.info("filters leave out %d project(s) by name", len(projects) - len(admitted))
         return admitted
+
+    async def _queue_due_held(self) -> None:
+        """Queue the projects holding back a file whose cooldown is over, so that
+        this run publishes it without an upstream change (one indexed read)."""
+        line = self._clock() - self._options.cooldown
+        due = await asyncio.to_thread(lambda: self._state.due_held(uploaded_before=line))
+        if due:
+            logger.info("%d project(s) have held-back files now due", len(due))
+            await asyncio.to_thread(lambda: self._state.enqueue(dict(due), now=self._clock()))
 
     # --- filters ------------------------------------------------------------------
 
@@ -518,7 +535,8 @@ class _Run:
         """Unlink the garbage paths: files a run committed away but did not get to
         delete, and downloads a failed or killed run did not record (see
         :meth:`StateStore.expect_files`), with any temps beside them."""
-        garbage = await asyncio.to_thread(self._state.garbage)
+        now = self._clock()
+        garbage = await asyncio.to_thread(lambda: self._state.garbage(now=now))
         if garbage:
             logger.info(
                 "collecting %d garbage path(s): files the state dropped, or downloads a"

@@ -560,7 +560,7 @@ class _Checker:
             known = package_path(path)
         except UnsafePathError:
             return False  # a name the mirror would never write
-        if self._state.file(known) is not None:
+        if self._state.file(known) is not None or self._state.is_retained(known):
             return True
         if path.endswith(".metadata"):
             owner = self._state.file(package_path(known.removesuffix(".metadata")))

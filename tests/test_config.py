@@ -34,6 +34,8 @@ FIELD_KEYS = {
     "metrics_file": "metrics-file",
     "ca_bundle": "ca-bundle",
     "proxy_url": "proxy",
+    "keep_removed_seconds": "keep-removed",
+    "cooldown_seconds": "cooldown",
     "serve_host": "host",
     "serve_port": "port",
     "serve_access_log": "access-log",

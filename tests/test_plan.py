@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from packaging.utils import NormalizedName
 
-from mirror.models import DistFile, PackagePath, ProjectDetail, Serial
+from mirror.models import DistFile, PackagePath, ProjectDetail, ProjectStatus, Serial
 from mirror.plan import plan_project
 
 SHA = "a" * 64
@@ -179,3 +180,37 @@ def test_display_name_comes_from_upstream_then_the_queue_then_the_record(
         recorded_display_name=recorded,
     )
     assert plan.display_name == expected
+
+
+# --- the cooldown and quarantine ------------------------------------------------------
+
+LINE = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def test_the_cooldown_holds_back_files_uploaded_after_the_line_but_keeps_them() -> None:
+    old = replace(dist(SDIST), upload_time=LINE - timedelta(days=1))
+    new = replace(dist("demo-2.0.tar.gz"), upload_time=LINE + timedelta(seconds=1))
+    untimed = replace(dist("demo-3.0.tar.gz"), upload_time=None)
+    upstream = replace(detail(old, new, untimed), versions=("1.0", "2.0", "3.0"))
+    recorded = {path(f.filename): Row(SHA) for f in (old, new, untimed)}
+    plan = plan_project(upstream, recorded, uploaded_before=LINE)
+    # A file without an upload time is published at once.
+    assert [f.filename for f in plan.publish.files] == [SDIST, "demo-3.0.tar.gz"]
+    assert [f.filename for f in plan.held] == ["demo-2.0.tar.gz"]
+    assert plan.publish.versions == ("1.0", "3.0")
+    assert plan.keep == set(recorded)
+    assert plan.delete == frozenset()
+    # Not yet on disk: fetched at once all the same.
+    fresh = plan_project(upstream, {}, uploaded_before=LINE)
+    assert len(fresh.fetch) == 3
+    # No line: everything is published, as without a cooldown.
+    assert plan_project(upstream, recorded).held == ()
+
+
+def test_a_quarantined_project_publishes_and_fetches_nothing_whatever_the_cooldown() -> None:
+    quarantined = replace(detail(dist(SDIST)), status=ProjectStatus(status="quarantined"))
+    plan = plan_project(quarantined, {path(SDIST): Row(SHA)})
+    assert plan.publish.files == ()
+    assert plan.fetch == ()
+    assert plan.held == ()
+    assert plan.delete == {path(SDIST)}

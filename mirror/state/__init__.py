@@ -2,17 +2,19 @@
 
 The store keeps the mirror serial, a row per committed project (serial, status, file
 count, bytes), a row per verified file on disk, the todo / retry queue, the garbage
-list (paths dropped from the state whose files may still be on disk) and the history
-of runs. It is what makes the mirror cheap: size and serial are known without walking
-the tree, the root index comes from the project rows, an interrupted run resumes from
-the todo table and a failing project backs off on its own.
+list (paths dropped from the state whose files may still be on disk), the history
+of runs and the history of every file (what past views of the index list). It is
+what makes the mirror cheap: size and serial are known without walking the tree,
+the root index comes from the project rows, an interrupted run resumes from the todo
+table and a failing project backs off on its own.
 
 The store is synchronous: the sync engine calls it from a worker thread. The package
 is split by concern (``docs/architecture.md``): :mod:`~mirror.state.core` (connection,
 lock, transactions, migrations), :mod:`~mirror.state.schema`,
 :mod:`~mirror.state.keys` (every meta key), :mod:`~mirror.state.records`,
 :mod:`~mirror.state.meta`, :mod:`~mirror.state.inventory`,
-:mod:`~mirror.state.queue`, :mod:`~mirror.state.history`, :mod:`~mirror.state.journal`, and
+:mod:`~mirror.state.queue`, :mod:`~mirror.state.history`, :mod:`~mirror.state.journal`,
+:mod:`~mirror.state.timeline` (file history, held files), and
 :mod:`~mirror.state.store`, whose :class:`StateStore` is all of them on one
 connection. Import from here.
 """
@@ -25,9 +27,18 @@ from mirror.state.keys import (
     ROOT_HTML_META_KEY,
     UNFINISHED_META_KEY,
 )
-from mirror.state.records import ProjectRow, RunRecord, StoredFile, TodoItem, Totals
+from mirror.state.records import (
+    HistoryFile,
+    Moment,
+    ProjectRow,
+    RunRecord,
+    StoredFile,
+    TodoItem,
+    Totals,
+)
 from mirror.state.schema import SCHEMA_VERSION
 from mirror.state.store import StateStore
+from mirror.state.timeline import HistoryEntry
 
 __all__ = [
     "FILTERS_META_KEY",
@@ -38,6 +49,9 @@ __all__ = [
     "STATE_NAME",
     "UNFINISHED_META_KEY",
     "JournalRow",
+    "HistoryEntry",
+    "HistoryFile",
+    "Moment",
     "ProjectRow",
     "RunRecord",
     "StateStore",

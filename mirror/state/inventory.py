@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import cast
 
@@ -21,9 +22,10 @@ from packaging.utils import NormalizedName
 from mirror.models import ListingRow, PackagePath, Serial
 from mirror.state.core import StoreCore, put_meta
 from mirror.state.journal import journal_change
-from mirror.state.keys import ROOT_HTML_META_KEY
+from mirror.state.keys import ROOT_HTML_META_KEY, SERIAL_KEY
 from mirror.state.queue import drop_todo, settle_todo
 from mirror.state.records import ProjectRow, StoredFile, Totals
+from mirror.state.timeline import HistoryEntry, mark_removed, set_held, write_history
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +167,7 @@ class Inventory(StoreCore):
                     "SELECT path, metadata_sha256 FROM files WHERE path = ?", (path,)
                 )
             ]
-            return _drop_files(connection, rows)
+            return _drop_files(connection, rows, not_before=0.0)
 
     # --- commits ----------------------------------------------------------------------
 
@@ -177,24 +179,36 @@ class Inventory(StoreCore):
         serial: Serial,
         status: str,
         delete: Collection[PackagePath],
+        kept: Sequence[HistoryEntry] | None = None,
+        held_uploads: Sequence[float] = (),
+        keep_removed: float = 0.0,
+        now: float | None = None,
     ) -> list[PackagePath]:
         """Commit ``name`` at ``serial`` once its pages are written, in one transaction.
 
         The file rows of ``name`` at the paths of ``delete`` (what the plan no longer
         publishes) are deleted and their paths (with their ``.metadata`` sidecars) put
-        in the garbage table; the project row
+        in the garbage table, to be unlinked ``keep_removed`` seconds after ``now``
+        (the time of the commit; None: the clock's); the project row
         is upserted with the count and bytes of the remaining file rows; the todo
         row goes unless it asks for a newer serial than ``serial`` (a change queued
         meanwhile must survive); when the project is new or anything of it changed, a
-        journal row records it (:mod:`~mirror.state.journal`). Returns the garbage
-        paths this commit added.
+        journal row records it (:mod:`~mirror.state.journal`). ``kept`` (every file
+        the project keeps, published or held back) brings the file history in step
+        (None leaves it alone), and ``held_uploads`` are the upload times of the files
+        the cooldown holds back. Returns the garbage paths this commit added that are
+        due for unlinking now.
         """
         dropped = set(delete)
+        at = time.time() if now is None else now
+        not_before = at + keep_removed if keep_removed > 0 else 0.0
         with self._transaction() as connection:
             rows = connection.execute(
                 "SELECT path, metadata_sha256 FROM files WHERE project = ?", (name,)
             ).fetchall()
-            garbage = _drop_files(connection, [row for row in rows if row[0] in dropped])
+            garbage = _drop_files(
+                connection, [row for row in rows if row[0] in dropped], not_before=not_before
+            )
             before = connection.execute(
                 "SELECT display_name, serial, status, file_count, total_bytes"
                 " FROM projects WHERE name = ?",
@@ -218,6 +232,9 @@ class Inventory(StoreCore):
                 (name, display_name, serial, status, file_count, total_bytes),
             )
             _add_project_to_counters(connection, name, sign=1)
+            if kept is not None:
+                write_history(connection, name, kept, serial=serial, now=at)
+            set_held(connection, name, held_uploads)
             settle_todo(connection, name, serial)
             after = (display_name, serial, status, file_count, total_bytes)
             if before is None or tuple(before) != after or garbage:
@@ -236,18 +253,24 @@ class Inventory(StoreCore):
             total_bytes,
             len(garbage),
         )
-        return garbage
+        return garbage if keep_removed <= 0 else []
 
-    def remove_project(self, name: NormalizedName) -> list[PackagePath]:
+    def remove_project(
+        self, name: NormalizedName, *, keep_removed: float = 0.0, now: float | None = None
+    ) -> list[PackagePath]:
         """Forget ``name`` (gone upstream) in one transaction: its project row, file
-        rows (paths and sidecars to the garbage table) and todo row; a journal row
-        records the removal of a committed project. Returns the garbage paths this
-        added."""
+        rows (paths and sidecars to the garbage table, to be unlinked ``keep_removed``
+        seconds after ``now``), todo row and held files; a journal row records the
+        removal of a committed project; its history rows are marked removed at ``now``
+        and the mirror serial. Returns the garbage paths this added that are due for
+        unlinking now."""
+        at = time.time() if now is None else now
+        not_before = at + keep_removed if keep_removed > 0 else 0.0
         with self._transaction() as connection:
             rows = connection.execute(
                 "SELECT path, metadata_sha256 FROM files WHERE project = ?", (name,)
             ).fetchall()
-            garbage = _drop_files(connection, rows)
+            garbage = _drop_files(connection, rows, not_before=not_before)
             _add_project_to_counters(connection, name, sign=-1)
             shown = connection.execute(
                 "SELECT display_name FROM projects WHERE name = ?", (name,)
@@ -258,17 +281,36 @@ class Inventory(StoreCore):
                 journal_change(
                     connection, name=name, display_name=shown[0], action="remove project"
                 )
+            serial = connection.execute(
+                "SELECT value FROM meta WHERE key = ?", (SERIAL_KEY,)
+            ).fetchone()
+            mark_removed(connection, name, serial=Serial(int(serial[0]) if serial else 0), now=at)
+            set_held(connection, name, ())
             drop_todo(connection, name)
         logger.debug("removed %s: %d garbage paths", name, len(garbage))
-        return garbage
+        return garbage if keep_removed <= 0 else []
 
     # --- garbage ----------------------------------------------------------------------
 
-    def garbage(self) -> list[PackagePath]:
-        """Paths no longer in the state whose files may still be on disk, sorted."""
+    def garbage(self, *, now: float | None = None) -> list[PackagePath]:
+        """Paths no longer in the state whose files may still be on disk, sorted; with
+        ``now``, only those due for unlinking then (removed files are kept on disk
+        for ``keep-removed``, see :meth:`commit_project`)."""
         with self._reading() as connection:
-            rows = connection.execute("SELECT path FROM garbage ORDER BY path").fetchall()
+            rows = connection.execute(
+                "SELECT path FROM garbage WHERE not_before <= ? ORDER BY path",
+                (float("inf") if now is None else now,),
+            ).fetchall()
         return [PackagePath(row[0]) for row in rows]
+
+    def is_retained(self, path: str) -> bool:
+        """Whether ``path`` is a removed file kept on disk for past views (a garbage
+        path not yet due), which ``mirror verify`` must not take for an orphan."""
+        with self._reading() as connection:
+            row = connection.execute(
+                "SELECT 1 FROM garbage WHERE path = ? AND not_before > 0", (path,)
+            ).fetchone()
+        return row is not None
 
     def is_garbage(self, path: str) -> bool:
         """Whether ``path`` waits in the garbage table to be unlinked."""
@@ -373,10 +415,10 @@ def _record_file(connection: sqlite3.Connection, stored: StoredFile) -> None:
 
 
 def _drop_files(
-    connection: sqlite3.Connection, rows: Sequence[tuple[str, str | None]]
+    connection: sqlite3.Connection, rows: Sequence[tuple[str, str | None]], *, not_before: float
 ) -> list[PackagePath]:
     """Delete the file rows ``(path, metadata_sha256)`` and put their paths and sidecars
-    in the garbage table; return those garbage paths."""
+    in the garbage table, to be unlinked from ``not_before`` on; return those paths."""
     garbage: list[PackagePath] = []
     for path, metadata_sha256 in rows:
         garbage.append(PackagePath(path))
@@ -384,7 +426,9 @@ def _drop_files(
             garbage.append(_sidecar(path))
     connection.executemany("DELETE FROM files WHERE path = ?", ((row[0],) for row in rows))
     connection.executemany(
-        "INSERT OR IGNORE INTO garbage (path) VALUES (?)", ((p,) for p in garbage)
+        "INSERT INTO garbage (path, not_before) VALUES (?, ?)"
+        " ON CONFLICT (path) DO UPDATE SET not_before = excluded.not_before",
+        ((p, not_before) for p in garbage),
     )
     return garbage
 

@@ -110,3 +110,46 @@ class RunRecord:
     (``--project`` runs)."""
     totals: Totals
     """The committed projects' totals at the end of the run."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryFile:
+    """A file in the state store's history: what a past (snapshot) view lists of it,
+    and when it was mirrored and removed. Times are Unix seconds."""
+
+    path: PackagePath
+    project: NormalizedName
+    filename: str
+    size: int
+    sha256: str
+    metadata_sha256: str | None
+    requires_python: str | None
+    yanked: str | None
+    """None when not yanked, else the PEP 592 reason (``""`` for none): the yank state
+    the mirror last saw, not the one of the past moment."""
+    provenance: str | None
+    upload_time: float | None
+    """Upstream's upload time (PEP 700); None when upstream gave none."""
+    mirrored_at: float
+    """When the mirror first committed the file."""
+    mirrored_serial: Serial
+    """The project's serial at that commit."""
+    removed_at: float | None
+    """When a commit dropped the file (None: still mirrored)."""
+    removed_serial: Serial | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Moment:
+    """The moment a past view shows: a Unix time or a mirror serial (one of the two),
+    as seen at ``now`` under a ``cooldown`` (seconds) and ``keep_removed`` (seconds)."""
+
+    at: float | None = None
+    serial: Serial | None = None
+    now: float
+    cooldown: float = 0.0
+    keep_removed: float = 0.0
+
+    def __post_init__(self) -> None:
+        if (self.at is None) == (self.serial is None):
+            raise ValueError("a moment is a time or a serial, exactly one of the two")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema version this code writes; older stores are migrated, newer ones refused."""
 
 _DDL = """
@@ -113,7 +113,55 @@ INSERT INTO journal (serial, name, display_name, action, time)
 """
 """Schema version 3: the mirror's journal, what ``mirror serve``'s XML-RPC answers from."""
 
-MIGRATIONS: Mapping[int, str] = {1: _DDL, 2: _DDL_2, 3: _DDL_3}
+_DDL_4 = """
+-- File history: one row per file path the mirror ever published (or holds back),
+-- written only when a commit adds, changes or drops a file. What a snapshot view
+-- renders. yanked is NULL when not yanked, else the reason ('' for none). Times are
+-- Unix seconds, upload_time NULL when upstream gave none. A removed file keeps its
+-- row with removed_at and removed_serial set.
+CREATE TABLE file_history (
+    path            TEXT PRIMARY KEY,
+    project         TEXT NOT NULL,
+    filename        TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    sha256          TEXT NOT NULL,
+    metadata_sha256 TEXT,
+    requires_python TEXT,
+    yanked          TEXT,
+    provenance      TEXT,
+    upload_time     REAL,
+    mirrored_at     REAL NOT NULL,
+    mirrored_serial INTEGER NOT NULL,
+    removed_at      REAL,
+    removed_serial  INTEGER
+);
+CREATE INDEX file_history_project ON file_history (project);
+
+-- Existing files: first mirrored now (their history starts with this version), at
+-- their project's serial, upload time unknown until the project is synced again.
+INSERT INTO file_history (path, project, filename, size, sha256, metadata_sha256,
+    mirrored_at, mirrored_serial)
+SELECT f.path, f.project, f.filename, f.size, f.sha256, f.metadata_sha256,
+    (julianday('now') - 2440587.5) * 86400.0, coalesce(p.serial, 0)
+FROM files AS f LEFT JOIN projects AS p ON p.name = f.project;
+
+-- A garbage path is unlinked only from not_before on (Unix time): removed files are
+-- kept on disk for keep-removed so that past views still serve them.
+ALTER TABLE garbage ADD COLUMN not_before REAL NOT NULL DEFAULT 0;
+
+-- Projects with files downloaded but held back by the cooldown: the earliest upload
+-- time among them, so that a run finds the projects whose held files became due with
+-- one indexed read.
+CREATE TABLE held (
+    project         TEXT PRIMARY KEY,
+    earliest_upload REAL NOT NULL,
+    files           INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX held_earliest_upload ON held (earliest_upload);
+"""
+"""Schema version 4: the file history, retained garbage and the cooldown's held files."""
+
+MIGRATIONS: Mapping[int, str] = {1: _DDL, 2: _DDL_2, 3: _DDL_3, 4: _DDL_4}
 """The statements that bring a database of version N - 1 to version N, by N (an empty
 database is version 0). The DDL text is what existing stores were created with: a
 change here is a new version and a new migration, never an edit."""
