@@ -257,9 +257,9 @@ async def test_a_root_read_in_pages_too_large_to_cache_is_streamed_whole(
             )
             root = await response.json(content_type=JSON)
             assert [p["name"] for p in root["projects"]] == ["a", "b", "c", "d", "e"]
-        project = await client.get(
+        page = await client.get(
             "/snapshot/2030-01-01/simple/a/", headers={"Accept-Encoding": "identity"}
         )
-        assert project.status == 200
-        assert "Content-Encoding" not in project.headers
+        assert page.status == 200
+        assert "Content-Encoding" not in page.headers
     assert len(cache) == 0
