@@ -47,6 +47,7 @@ from mirror.state import (
     RunRecord,
     StateStore,
     TodoItem,
+    Totals,
 )
 from mirror.storage import Storage
 from mirror.upstream import Upstream
@@ -191,7 +192,8 @@ class _Run:
         else:
             await self._follow_filters(filters)
             upstream_serial = await self._queue_changes(filters)
-            await self._queue_due_held()
+            line = self._clock() - self._options.cooldown  # held files now due, queued
+            await asyncio.to_thread(self._state.queue_due_held, line, self._clock())
             now = self._clock()
             count = await asyncio.to_thread(self._state.due_count, now)
             pages = self._state.due_pages(now)
@@ -238,22 +240,8 @@ class _Run:
     def _record_run(self, report: SyncReport, started_at: float) -> None:
         """Append the run to the state's history and refresh the metrics file
         (in a worker thread)."""
-        self._state.record_run(
-            RunRecord(
-                started=started_at,
-                finished=self._clock(),
-                ok=report.ok,
-                projects_synced=report.projects_synced,
-                projects_removed=report.projects_removed,
-                projects_failed=len(report.failures),
-                files_downloaded=report.files_downloaded,
-                bytes_downloaded=report.bytes_downloaded,
-                files_deleted=report.files_deleted,
-                serial=report.serial,
-                upstream_serial=report.upstream_serial,
-                totals=self._state.totals(),
-            )
-        )
+        finished = self._clock()
+        self._state.record_run(run_record(report, started_at, finished, self._state.totals()))
         if self._options.metrics_file is not None:
             # Only when asked for: it brings in aiohttp's server half, which a sync
             # otherwise never loads.
@@ -342,15 +330,6 @@ class _Run:
         if len(admitted) != len(projects):
             logger.info("filters leave out %d project(s) by name", len(projects) - len(admitted))
         return admitted
-
-    async def _queue_due_held(self) -> None:
-        """Queue the projects holding back a file whose cooldown is over, so that
-        this run publishes it without an upstream change (one indexed read)."""
-        line = self._clock() - self._options.cooldown
-        due = await asyncio.to_thread(lambda: self._state.due_held(uploaded_before=line))
-        if due:
-            logger.info("%d project(s) have held-back files now due", len(due))
-            await asyncio.to_thread(lambda: self._state.enqueue(dict(due), now=self._clock()))
 
     # --- filters ------------------------------------------------------------------
 
@@ -535,8 +514,7 @@ class _Run:
         """Unlink the garbage paths: files a run committed away but did not get to
         delete, and downloads a failed or killed run did not record (see
         :meth:`StateStore.expect_files`), with any temps beside them."""
-        now = self._clock()
-        garbage = await asyncio.to_thread(lambda: self._state.garbage(now=now))
+        garbage = await asyncio.to_thread(self._state.garbage, now=self._clock())
         if garbage:
             logger.info(
                 "collecting %d garbage path(s): files the state dropped, or downloads a"
@@ -544,6 +522,24 @@ class _Run:
                 len(garbage),
             )
             await self._projects.delete_files(garbage)
+
+
+def run_record(report: SyncReport, started: float, finished: float, totals: Totals) -> RunRecord:
+    """The history row of a run that started and finished at those Unix times."""
+    return RunRecord(
+        started=started,
+        finished=finished,
+        ok=report.ok,
+        projects_synced=report.projects_synced,
+        projects_removed=report.projects_removed,
+        projects_failed=len(report.failures),
+        files_downloaded=report.files_downloaded,
+        bytes_downloaded=report.bytes_downloaded,
+        files_deleted=report.files_deleted,
+        serial=report.serial,
+        upstream_serial=report.upstream_serial,
+        totals=totals,
+    )
 
 
 def is_disk_full_or_read_only(exc: BaseException) -> bool:

@@ -276,13 +276,14 @@ def test_held_files_are_counted_and_found_due_by_their_earliest_upload(tmp_path:
                 held_uploads=uploads,
             )
         assert state.held_count() == 3
-        assert state.due_held(uploaded_before=60.0) == [(canonicalize_name("a"), Serial(7))]
         # Queued already (failing, backing off): left to its queued retry.
-        state.enqueue({canonicalize_name("a"): Serial(8)}, now=0.0)
-        assert state.due_held(uploaded_before=60.0) == []
+        state.enqueue({canonicalize_name("b"): Serial(8)}, now=0.0)
+        assert state.queue_due_held(100.0, 5.0) == [canonicalize_name("a")]
+        queued = {i.name: i for page in state.due_pages(10.0) for i in page}
+        assert (queued["a"].serial, queued["a"].next_attempt) == (7, 5.0)
+        assert state.queue_due_held(100.0, 5.0) == []
         state.remove_project(canonicalize_name("a"))
         assert state.held_count() == 1
-        assert state.due_held(uploaded_before=60.0) == []
 
 
 def test_a_moment_is_a_time_or_a_serial() -> None:

@@ -20,6 +20,7 @@ never for a project upstream quarantines (PEP 792).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from packaging.utils import NormalizedName
 from mirror.models import PackagePath, Serial
 from mirror.state.core import StoreCore
 from mirror.state.records import HistoryFile, Moment
+
+logger = logging.getLogger(__name__)
 
 _COLUMNS = (
     "h.path, h.project, h.filename, h.size, h.sha256, h.metadata_sha256, h.requires_python,"
@@ -139,12 +142,14 @@ class Timeline(StoreCore):
             (count,) = connection.execute("SELECT coalesce(sum(files), 0) FROM held").fetchone()
         return int(count)
 
-    def due_held(self, *, uploaded_before: float) -> list[tuple[NormalizedName, Serial]]:
-        """The projects holding back a file uploaded at or before ``uploaded_before``
-        (now less the cooldown), with their committed serial: one indexed read. A
-        project already queued is left out: its queued sync publishes what is due,
-        and queueing it again would cut its back-off short."""
-        with self._reading() as connection:
+    def queue_due_held(self, uploaded_before: float, now: float) -> list[NormalizedName]:
+        """Queue, due at ``now``, the projects holding back a file uploaded at or
+        before ``uploaded_before`` (now less the cooldown), at their committed serial,
+        so that the run publishes what became due: one indexed read and one insert,
+        in one transaction. A project already queued is left alone: its queued sync
+        publishes what is due, and queueing it again would cut its back-off short.
+        Returns the projects queued."""
+        with self._transaction() as connection:
             rows = connection.execute(
                 "SELECT h.project, coalesce(p.serial, 0) FROM held AS h"
                 " LEFT JOIN projects AS p ON p.name = h.project"
@@ -153,7 +158,14 @@ class Timeline(StoreCore):
                 " ORDER BY h.project",
                 (uploaded_before,),
             ).fetchall()
-        return [(NormalizedName(name), Serial(serial)) for name, serial in rows]
+            connection.executemany(
+                "INSERT INTO todo (name, serial, display_name, attempts, next_attempt,"
+                " last_error) VALUES (?, ?, NULL, 0, ?, NULL)",
+                [(name, serial, now) for name, serial in rows],
+            )
+        if rows:
+            logger.info("%d project(s) have held-back files now due", len(rows))
+        return [NormalizedName(name) for name, _ in rows]
 
 
 def write_history(
