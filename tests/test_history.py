@@ -280,7 +280,8 @@ def test_held_files_are_counted_and_found_due_by_their_earliest_upload(tmp_path:
         state.enqueue({canonicalize_name("b"): Serial(8)}, now=0.0)
         assert state.queue_due_held(100.0, 5.0) == [canonicalize_name("a")]
         queued = {i.name: i for page in state.due_pages(10.0) for i in page}
-        assert (queued["a"].serial, queued["a"].next_attempt) == (7, 5.0)
+        due = queued[canonicalize_name("a")]
+        assert (due.serial, due.next_attempt) == (7, 5.0)
         assert state.queue_due_held(100.0, 5.0) == []
         state.remove_project(canonicalize_name("a"))
         assert state.held_count() == 1
