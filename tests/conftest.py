@@ -48,3 +48,19 @@ async def s3_storage(
 
     async with fresh_bucket(moto_endpoint, monkeypatch, request.node.name) as storage:
         yield storage
+
+
+@pytest.fixture(scope="session")
+def bandersnatch_script() -> Path:
+    """A real bandersnatch 8.2 (its own venv on pyenv's Python 3.12, built once by
+    ``benchmarks.bandersnatch.ensure_venv``): the path of its ``bandersnatch`` script.
+
+    Fails rather than skips when it cannot be had: the tests that claim to read or
+    replace bandersnatch's mirrors must run wherever the suite runs.
+    """
+    from benchmarks.bandersnatch import ensure_venv  # noqa: PLC0415
+
+    script = ensure_venv()
+    if script is None:
+        pytest.fail("bandersnatch 8.2 could not be installed (needs pyenv's Python >= 3.12)")
+    return script
