@@ -19,6 +19,7 @@ the CLI turns these errors into exit codes.
     │   └── MalformedResponseError  a body that does not parse or has the wrong shape
     │       └── UnsafePathError     a file name or URL path that could escape the mirror
     ├── IntegrityError              downloaded bytes do not match size or sha256
+    │   └── BodySizeError           a body not of the advertised size (never retried)
     ├── StorageError                the disk refused (ENOSPC, EROFS, EACCES, ...)
     ├── StateError                  the state store is unreadable or from a newer version
     └── JournalPrunedError          changes asked for since a serial the journal no longer keeps
@@ -117,6 +118,13 @@ class UnsafePathError(MalformedResponseError):
 
 class IntegrityError(MirrorError):
     """Downloaded bytes do not match the size or sha256 upstream advertised."""
+
+
+class BodySizeError(IntegrityError):
+    """A download whose ``Content-Length`` is not the advertised size (refused before
+    its body is read), or whose body runs past that size (refused at the first byte
+    beyond it). Not retried within the run: it will not change in a second, and an
+    endless body must not cost the mirror more than the file it stands for."""
 
 
 class StorageError(MirrorError):

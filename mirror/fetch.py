@@ -196,6 +196,7 @@ class Fetcher:
             lambda chunks: self._storage.store_stream(
                 path, chunks, sha256=sha256, size=size, max_size=limit, derivation=derivation
             ),
+            size=size,
         )
         self._tally.downloaded(blob.size)
         self._progress.bytes_downloaded(blob.size)

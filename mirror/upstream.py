@@ -47,6 +47,7 @@ from packaging.utils import NormalizedName
 from mirror import __version__
 from mirror.config import Config
 from mirror.errors import (
+    BodySizeError,
     HTTPStatusError,
     IntegrityError,
     MalformedResponseError,
@@ -375,25 +376,39 @@ class Upstream:
     # --- files --------------------------------------------------------------------------
 
     async def download(
-        self, url: str, store: Callable[[AsyncIterator[bytes]], Awaitable[_T]]
+        self,
+        url: str,
+        store: Callable[[AsyncIterator[bytes]], Awaitable[_T]],
+        *,
+        size: int | None = None,
     ) -> _T:
         """Stream ``url`` into ``store`` and return what it stored.
 
         The bytes are exactly upstream's (``Accept-Encoding: identity``, nothing
         decompressed), handed over in chunks. ``store`` verifies them; its
         IntegrityError (a truncated or corrupted transfer) is retried like a transient
-        failure, from the start. Raises HTTPStatusError (404 and other non-retryable
-        statuses), TransientUpstreamError or IntegrityError after the retries, and
-        whatever else ``store`` raises.
+        failure, from the start. With the advertised ``size``, an answer whose
+        ``Content-Length`` says otherwise is refused before a byte of its body is
+        read, and a body that runs past ``size`` is cut at the chunk that passes it:
+        both raise BodySizeError at once, without a retry (a CDN sending an endless
+        body for a 1 KiB file costs about 1 KiB, once). Raises HTTPStatusError (404
+        and other non-retryable statuses), TransientUpstreamError or IntegrityError
+        after the retries, BodySizeError, and whatever else ``store`` raises.
         """
 
         async def attempt(number: int) -> _T:
             headers = {"Accept-Encoding": "identity"}
-            async with (
-                self._open("GET", url, headers=headers, auto_decompress=False) as response,
-                aclosing(_body_chunks(response, url)) as chunks,
-            ):
-                return await store(chunks)
+            async with self._open("GET", url, headers=headers, auto_decompress=False) as response:
+                announced = response.content_length
+                if size is not None and announced is not None and announced != size:
+                    # Closed, not released: the unread body must not be drained.
+                    response.close()
+                    raise BodySizeError(
+                        f"{redact_url(url)}: expected {size} bytes, Content-Length says"
+                        f" {announced}: refused unread"
+                    )
+                async with aclosing(_body_chunks(response, url, size)) as chunks:
+                    return await store(chunks)
 
         return await self._retrying("download", attempt)
 
@@ -431,14 +446,15 @@ class Upstream:
 
     async def _retrying(self, what: str, attempt: Callable[[int], Awaitable[_T]]) -> _T:
         """Run ``attempt(0)``, ``attempt(1)``, ... until one does not fail transiently
-        (IntegrityError counts as transient: only a download's store raises it)."""
+        (IntegrityError counts as transient: only a download's store raises it; a
+        BodySizeError does not: the next answer would be the same)."""
         retries = self._settings.retries
         number = 0
         while True:
             try:
                 return await attempt(number)
             except (TransientUpstreamError, IntegrityError) as exc:
-                if number >= retries:
+                if number >= retries or isinstance(exc, BodySizeError):
                     raise
                 delay = self._backoff_seconds(number, exc)
                 if delay is None:
@@ -556,11 +572,21 @@ async def _read_capped(response: aiohttp.ClientResponse, url: str, limit: int) -
     return bytes(body)
 
 
-async def _body_chunks(response: aiohttp.ClientResponse, url: str) -> AsyncGenerator[bytes, None]:
+async def _body_chunks(
+    response: aiohttp.ClientResponse, url: str, size: int | None
+) -> AsyncGenerator[bytes, None]:
     """The body in chunks, with aiohttp errors translated here: the consumer must not
-    mistake a reset (aiohttp's ClientOSError is an OSError) for a disk failure."""
+    mistake a reset (aiohttp's ClientOSError is an OSError) for a disk failure.
+    BodySizeError as soon as the body passes ``size`` bytes (when given)."""
+    received = 0
     try:
         async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
+            received += len(chunk)
+            if size is not None and received > size:
+                response.close()
+                raise BodySizeError(
+                    f"{redact_url(url)}: expected {size} bytes, the body runs past them"
+                )
             yield chunk
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise _translated(exc, url) from exc

@@ -17,7 +17,15 @@ from dataclasses import dataclass, fields
 from typing import Final, Literal
 
 FaultKind = Literal[
-    "error", "throttle", "reset", "truncate", "corrupt", "stale", "xmlrpc_fault", "rate_limit"
+    "error",
+    "throttle",
+    "reset",
+    "truncate",
+    "corrupt",
+    "endless",
+    "stale",
+    "xmlrpc_fault",
+    "rate_limit",
 ]
 """What one request suffers (slowness is drawn separately and adds to any of these)."""
 
@@ -31,11 +39,15 @@ _APPLICABLE: Final[dict[FaultKind, frozenset[RequestKind]]] = {
     "reset": frozenset({"xmlrpc", "page", "file", "other"}),
     "truncate": frozenset({"xmlrpc", "page", "file", "other"}),
     "corrupt": frozenset({"file"}),
+    "endless": frozenset({"file"}),
     "stale": frozenset({"page"}),
     "xmlrpc_fault": frozenset({"xmlrpc"}),
     "rate_limit": frozenset({"xmlrpc"}),
 }
 _UNIT: Final = float(1 << 64)
+
+ENDLESS_LENGTH: Final = 1 << 30
+"""The ``Content-Length`` an endless answer announces (1 GiB), whatever the file's size."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +61,9 @@ class FaultPlan:
     - ``truncate_rate``: the full ``Content-Length`` is announced, about half the body
       is sent, then the connection is closed;
     - ``corrupt_rate``: a file (``/packages/``) is served with one byte altered;
+    - ``endless_rate``: a file is answered with a ``Content-Length`` of
+      :data:`ENDLESS_LENGTH` (not its size) and a body that trickles on until the
+      client hangs up, as a broken CDN node might;
     - ``stale_rate``: a project page (simple or JSON API) shows the project as it was
       before its latest journal row, with that older ``X-PyPI-Last-Serial``, as a
       CDN that missed a purge would (not for a project that had no earlier state:
@@ -66,6 +81,7 @@ class FaultPlan:
     reset_rate: float = 0.0
     truncate_rate: float = 0.0
     corrupt_rate: float = 0.0
+    endless_rate: float = 0.0
     stale_rate: float = 0.0
     xmlrpc_fault_rate: float = 0.0
     rate_limit_rate: float = 0.0

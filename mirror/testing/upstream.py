@@ -52,7 +52,7 @@ from packaging.version import InvalidVersion, Version
 
 from mirror.models import format_upload_time, version_sort_key
 from mirror.testing.distributions import make_sdist, make_wheel
-from mirror.testing.faults import FaultKind, FaultPlan, RequestKind
+from mirror.testing.faults import ENDLESS_LENGTH, FaultKind, FaultPlan, RequestKind
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +241,9 @@ class FakeUpstream:
         self._files_dir: Path | None = None
         self._spilled_paths: frozenset[str] = frozenset()
         self._corrupted: set[str] = set()
+        # Files answered endlessly: path -> whether the answer announces a length.
+        self._endless: dict[str, bool] = {}
+        self._bytes_sent: dict[str, int] = {}
         self._faults: list[_Fault] = []
         self._stale: dict[NormalizedName, int] = {}
         self._plan = faults
@@ -509,6 +512,18 @@ class FakeUpstream:
                     return
         raise KeyError(f"{project!r} has no file {filename!r}")
 
+    def endless_file(self, project: str, filename: str, *, announce_length: bool = True) -> None:
+        """From now on the file is answered with a body that never ends (1 KiB chunks
+        until the client hangs up), as a broken CDN node might send; with
+        ``announce_length`` under a ``Content-Length`` of :data:`ENDLESS_LENGTH`,
+        else chunked. :meth:`bytes_sent` tells what it cost."""
+        self._endless[self._live_file(project, filename).path] = announce_length
+
+    def bytes_sent(self, project: str, filename: str) -> int:
+        """Body bytes sent so far for one live file, over all its answers (what a
+        client hanging up early spared is not counted)."""
+        return self._bytes_sent.get(self._live_file(project, filename).path, 0)
+
     @property
     def faults(self) -> FaultPlan | None:
         """The fault plan applied to every request; None serves faithfully.
@@ -539,11 +554,14 @@ class FakeUpstream:
 
     def file_url(self, project: str, filename: str) -> str:
         """The absolute URL a live file is served at."""
+        return self._url_of(self._live_file(project, filename))
+
+    def _live_file(self, project: str, filename: str) -> _File:
         _, state = self._lookup(project)
         for release in state.releases:
             for file in release.files:
                 if file.filename == filename:
-                    return self._url_of(file)
+                    return file
         raise KeyError(f"{project!r} has no file {filename!r}")
 
     def project_names(self) -> list[str]:
@@ -667,6 +685,8 @@ class FakeUpstream:
         refusal = _refusal(request, plan, kind, attempt)
         if refusal is not None:
             return refusal
+        if kind == "endless":
+            return await self._endless_answer(request, request.path.removeprefix("/packages/"))
         if kind == "stale":
             self._stale_requests.add(id(request))
         try:
@@ -958,8 +978,11 @@ class FakeUpstream:
         data = self._blobs.get(path)
         if data is None:
             return web.Response(status=404, text="404 Not Found")
+        if path in self._endless:
+            return await self._endless_answer(request, path, announce=self._endless[path])
         spilled = self._spilled(path, request)
         if spilled is not None:
+            self._count_sent(path, len(data))
             return web.FileResponse(
                 spilled, headers={**_FILE_HEADERS, "Content-Type": "application/octet-stream"}
             )
@@ -968,6 +991,7 @@ class FakeUpstream:
         headers = {"Content-Type": "application/octet-stream", **_FILE_HEADERS}
         range_header = request.headers.get("Range")
         if range_header is None:
+            self._count_sent(path, len(data))
             return web.Response(body=data, headers=headers)
         match = _RANGE_RE.match(range_header.strip())
         start = int(match.group(1)) if match else len(data)
@@ -978,6 +1002,33 @@ class FakeUpstream:
         end = min(end, len(data) - 1)
         headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
         return web.Response(status=206, body=data[start : end + 1], headers=headers)
+
+    def _count_sent(self, path: str, count: int) -> None:
+        self._bytes_sent[path] = self._bytes_sent.get(path, 0) + count
+
+    async def _endless_answer(
+        self, request: web.Request, path: str, *, announce: bool = True
+    ) -> web.StreamResponse:
+        """A body that never ends: 1 KiB at a time (a trickle, so that what the client
+        spares by hanging up early is seen in :meth:`bytes_sent`), under a
+        ``Content-Length`` of :data:`ENDLESS_LENGTH` when ``announce``, else chunked;
+        it stops when the client hangs up, or at that length."""
+        headers = {"Content-Type": "application/octet-stream", **_FILE_HEADERS}
+        stream = web.StreamResponse(headers=headers)
+        if announce:
+            stream.content_length = ENDLESS_LENGTH
+        await stream.prepare(request)
+        chunk = b"\x00" * 1024
+        sent = 0
+        try:
+            while sent < ENDLESS_LENGTH:
+                await stream.write(chunk)
+                sent += len(chunk)
+                self._count_sent(path, len(chunk))
+                await asyncio.sleep(_ENDLESS_PAUSE_SECONDS)
+        except ConnectionError:
+            logger.debug("endless answer for %s: the client hung up after %d bytes", path, sent)
+        return stream
 
     def _spilled(self, path: str, request: web.Request) -> Path | None:
         """The file spill_files() wrote for ``path``, when it may answer ``request``.
@@ -1212,6 +1263,8 @@ def _requires_dist(metadata: bytes) -> tuple[str, ...]:
     message = email.parser.BytesParser().parsebytes(metadata, headersonly=True)
     return tuple(message.get_all("Requires-Dist") or ())
 
+
+_ENDLESS_PAUSE_SECONDS = 0.002
 
 _FILE_HEADERS = {
     "Accept-Ranges": "bytes",
