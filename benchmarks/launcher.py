@@ -19,6 +19,11 @@ Corpora (``--corpus``):
   a real archive: building 600,000 real sdists would take the launcher longer than
   the benchmark itself, and no mirror looks inside the files it copies.
 
+``--latency-ms`` and ``--bandwidth`` put the fake upstream at a distance, as
+``python -m mirror.testing`` does: every answer waits that long, and file bodies over
+all connections together stay under the cap (sent from memory then, not with
+``sendfile``).
+
 Control server (loopback only), all answers JSON:
 
 - ``GET /files``: ``[{"url", "size", "sha256"}]`` of the large corpus (the ceiling's
@@ -55,6 +60,7 @@ from aiohttp import web
 from packaging.utils import canonicalize_name
 
 from mirror.testing import FakeUpstream, JournalEntry, generate_corpus, make_wheel
+from mirror.testing.__main__ import network_from_args
 
 MIB = 1024 * 1024
 # Where the large corpus' files are written to be sent with sendfile: memory-backed
@@ -247,12 +253,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=100, help="projects (not for large)")
     parser.add_argument("--large-factor", type=float, default=1.0, help="large file size x")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="wait per answer")
+    parser.add_argument("--bandwidth", help="cap on file bytes/s, e.g. 50MB/s")
+    args = parser.parse_args(argv)
+    try:
+        args.network = network_from_args(args.latency_ms, args.bandwidth)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
 
 
 async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> None:
     """Build the corpus, print the JSON ready line, serve until ``stop`` (or forever)."""
-    async with FakeUpstream() as upstream, contextlib.AsyncExitStack() as cleanup:
+    async with (
+        FakeUpstream(network=args.network) as upstream,
+        contextlib.AsyncExitStack() as cleanup,
+    ):
         large: list[LargeFile] = []
         if args.corpus == "large":
             large = await asyncio.to_thread(publish_large, upstream, args.large_factor)

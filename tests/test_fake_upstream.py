@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import time
 import urllib.request
 import xmlrpc.client
 import zipfile
@@ -32,14 +33,16 @@ from packaging.utils import canonicalize_name
 from mirror.models import ChangelogEntry, ProjectDetail, Serial, package_path_from_url
 from mirror.testing import (
     FakeUpstream,
+    FaultPlan,
     distributions,
     generate_corpus,
     make_sdist,
     make_wheel,
     negotiate,
 )
-from mirror.testing.__main__ import ServeOptions, main, serve
+from mirror.testing.__main__ import ServeOptions, main, parse_options, serve
 from mirror.testing.corpus import wheel_tag
+from mirror.testing.network import CHUNK_BYTES, Network, TokenBucket, parse_bandwidth
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPE = "application/vnd.pypi.simple.v1+html"
@@ -941,3 +944,165 @@ async def test_what_spilling_leaves_to_memory_is_answered_as_before(
         assert (resp.status, await resp.read()) == (206, b"234")
     resp, _ = await get(session, f"{fake.base_url}/packages/aa/bb/cc/nothing.tar.gz")
     assert resp.status == 404
+
+
+# --- network: latency and bandwidth cap ----------------------------------------------
+# Timing is asserted one way only (at least about as slow as the network makes it), with
+# room for a loaded machine; nothing asserts that an answer is fast.
+
+LATENCY_SECONDS = 0.2
+
+
+async def timed_get(session: aiohttp.ClientSession, url: str) -> tuple[float, bytes]:
+    started = time.monotonic()
+    _, body = await get(session, url)
+    return time.monotonic() - started, body
+
+
+async def test_every_kind_of_answer_waits_the_latency_before_its_first_byte(
+    session: aiohttp.ClientSession,
+) -> None:
+    network = Network(latency_seconds=LATENCY_SECONDS)
+    async with FakeUpstream(network=network) as fake:
+        fake.add_file("lag", "1.0", "lag-1.0-py3-none-any.whl", b"wheel", metadata=b"meta")
+        url = fake.file_url("lag", "lag-1.0-py3-none-any.whl")
+        for target in (f"{fake.base_url}/simple/lag/", url, f"{url}.metadata"):
+            elapsed, _ = await timed_get(session, target)
+            assert elapsed >= 0.9 * LATENCY_SECONDS, target
+        started = time.monotonic()
+        assert await rpc(session, fake.base_url, "changelog_last_serial") == fake.serial
+        assert time.monotonic() - started >= 0.9 * LATENCY_SECONDS
+        fake.fail_next("/simple/lag/", status=503)
+        elapsed, _ = await timed_get(session, f"{fake.base_url}/simple/lag/")
+        assert elapsed >= 0.9 * LATENCY_SECONDS, "an injected error waits too"
+
+
+async def test_latency_is_per_answer_so_concurrent_requests_overlap(
+    session: aiohttp.ClientSession,
+) -> None:
+    """Ten answers at once take about one latency, not ten (a distance, not a queue)."""
+    async with FakeUpstream(network=Network(latency_seconds=LATENCY_SECONDS)) as fake:
+        fake.add_release("lag", "1.0")
+        started = time.monotonic()
+        pages = await asyncio.gather(
+            *(get(session, f"{fake.base_url}/simple/lag/") for _ in range(10))
+        )
+        elapsed = time.monotonic() - started
+    assert all(resp.status == 200 for resp, _ in pages)
+    assert 0.9 * LATENCY_SECONDS <= elapsed < 5 * LATENCY_SECONDS
+
+
+async def test_the_bandwidth_cap_holds_over_all_connections_together(
+    session: aiohttp.ClientSession,
+) -> None:
+    rate = 2_000_000
+    blobs = [bytes([n]) * 1_000_000 for n in range(3)]
+    async with FakeUpstream(network=Network(bandwidth_bytes_per_second=rate)) as fake:
+        for n, blob in enumerate(blobs):
+            fake.add_file(f"big{n}", "1.0", f"big{n}-1.0.tar.gz", blob)
+        urls = [fake.file_url(f"big{n}", f"big{n}-1.0.tar.gz") for n in range(3)]
+        started = time.monotonic()
+        answers = await asyncio.gather(*(get(session, url) for url in urls))
+        elapsed = time.monotonic() - started
+        # Pages are not capped: a simple page of a capped upstream comes at once.
+        page_time, _ = await timed_get(session, f"{fake.base_url}/simple/big0/")
+    assert [body for _, body in answers] == blobs
+    assert all(resp.headers["Content-Length"] == "1000000" for resp, _ in answers)
+    expected = (3_000_000 - CHUNK_BYTES) / rate
+    assert elapsed >= 0.8 * expected
+    assert page_time < expected
+
+
+async def test_a_cap_sends_spilled_files_from_memory_and_keeps_ranges_and_faults(
+    session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    rate = 1_000_000
+    async with FakeUpstream() as fake:
+        fake.add_file("blob", "1.0", "blob-1.0.tar.gz", b"x" * 500_000)
+        fake.add_file("blob", "1.0", "blob-1.0.zip", b"")
+        fake.spill_files(tmp_path)
+        (spilled,) = tmp_path.rglob("*.tar.gz")
+        spilled.write_bytes(b"y" * 500_000)
+        url = fake.file_url("blob", "blob-1.0.tar.gz")
+        fake.network = Network(bandwidth_bytes_per_second=rate)
+        elapsed, body = await timed_get(session, url)
+        assert body == b"x" * 500_000, "no sendfile under a cap"
+        assert elapsed >= 0.8 * (500_000 - CHUNK_BYTES) / rate
+        _, empty = await get(session, fake.file_url("blob", "blob-1.0.zip"))
+        assert empty == b""
+        async with session.get(url, headers={"Range": "bytes=2-4"}) as resp:
+            assert (resp.status, await resp.read()) == (206, b"xxx")
+        fake.faults = FaultPlan(seed=1, truncate_rate=1.0)
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await get(session, url)
+        fake.faults = None
+        fake.network = Network()
+        _, body = await get(session, url)
+        assert body == b"y" * 500_000, "uncapped again: sent from the spilled file"
+
+
+@pytest.mark.parametrize(
+    ("steps", "waits"),
+    [
+        # (bytes, at second) -> seconds to wait; rate 100 B/s, burst 50 B
+        ([(50, 0.0)], [0.0]),
+        ([(50, 0.0), (100, 0.0)], [0.0, 1.0]),
+        ([(50, 0.0), (100, 0.0), (100, 0.0)], [0.0, 1.0, 2.0]),
+        ([(50, 0.0), (50, 0.5)], [0.0, 0.0]),
+        ([(50, 0.0), (50, 10.0), (100, 10.0)], [0.0, 0.0, 1.0]),
+        ([(50, 5.0), (50, 4.0)], [0.0, 0.5]),
+    ],
+    ids=["burst", "debt", "queued", "refilled", "refill-capped", "clock-backwards"],
+)
+def test_the_token_bucket_spreads_bytes_at_its_rate(
+    steps: list[tuple[int, float]], waits: list[float]
+) -> None:
+    bucket = TokenBucket(100, burst_bytes=50)
+    assert [bucket.reserve(size, now) for size, now in steps] == pytest.approx(waits)
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("50MB/s", 50_000_000),
+        ("50MiB/s", 52_428_800),
+        (" 2 MB/S ", 2_000_000),
+        ("1G", 1_000_000_000),
+        ("4096", 4096),
+    ],
+)
+def test_bandwidths_are_humanfriendly_sizes_per_second(text: str, rate: int) -> None:
+    assert parse_bandwidth(text) == rate
+
+
+@pytest.mark.parametrize("text", ["fast", "", "0", "0MB/s", "MB/s"])
+def test_a_bandwidth_that_is_no_positive_rate_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="bandwidth"):
+        parse_bandwidth(text)
+
+
+@pytest.mark.parametrize(
+    ("network", "message"),
+    [
+        ({"latency_seconds": -0.1}, "latency"),
+        ({"bandwidth_bytes_per_second": 0}, "bandwidth"),
+    ],
+)
+def test_a_network_refuses_impossible_values(network: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Network(**network)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rate"):
+        TokenBucket(0)
+
+
+def test_the_command_line_takes_a_latency_and_a_bandwidth(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    options = parse_options(["--latency-ms", "25", "--bandwidth", "50MB/s"])
+    assert options.network == Network(latency_seconds=0.025, bandwidth_bytes_per_second=50_000_000)
+    assert parse_options([]).network == Network()
+    for bad in (["--bandwidth", "lots"], ["--latency-ms", "-5"]):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_options(bad)
+        assert exit_info.value.code == 2
+    assert "bandwidth" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 
 Prints the base URL on the first line of stdout, so scripts can read it. Refuses any
 host that is not a loopback address (exit status 2): the fake upstream must never be
-reachable from the network.
+reachable from the network. ``--latency-ms`` and ``--bandwidth`` put it at a
+distance (:class:`~mirror.testing.network.Network`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from mirror.testing.corpus import generate_corpus
 from mirror.testing.faults import FaultPlan, parse_fault_plan
+from mirror.testing.network import Network, parse_bandwidth
 from mirror.testing.upstream import FakeUpstream, is_loopback
 
 
@@ -31,6 +33,7 @@ class ServeOptions:
     file_size_bytes: int = 0
     wheels_per_release: int = 1
     faults: FaultPlan | None = None
+    network: Network = field(default_factory=Network)
 
 
 def parse_options(argv: Sequence[str] | None) -> ServeOptions:
@@ -50,7 +53,23 @@ def parse_options(argv: Sequence[str] | None) -> ServeOptions:
         metavar="PLAN",
         help="inject faults, e.g. seed=1,error=0.05,truncate=0.02,corrupt=0.01,stale=0.02",
     )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        metavar="N",
+        help="every answer waits N ms before its first byte (default 0)",
+    )
+    parser.add_argument(
+        "--bandwidth",
+        metavar="RATE",
+        help="cap on file bytes per second over all connections, e.g. 50MB/s",
+    )
     args = parser.parse_args(argv)
+    try:
+        network = network_from_args(args.latency_ms, args.bandwidth)
+    except ValueError as exc:
+        parser.error(str(exc))
     faults: FaultPlan | None = None
     if args.faults is not None:
         try:
@@ -65,12 +84,22 @@ def parse_options(argv: Sequence[str] | None) -> ServeOptions:
         file_size_bytes=args.file_size_bytes,
         wheels_per_release=args.wheels_per_release,
         faults=faults,
+        network=network,
     )
+
+
+def network_from_args(latency_ms: float, bandwidth: str | None) -> Network:
+    """The :class:`Network` of ``--latency-ms`` and ``--bandwidth`` (ValueError for
+    a negative latency or a bandwidth that is not a positive rate)."""
+    rate = None if bandwidth is None else parse_bandwidth(bandwidth)
+    return Network(latency_seconds=latency_ms / 1000, bandwidth_bytes_per_second=rate)
 
 
 async def serve(options: ServeOptions, *, out: TextIO, stop: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set (or forever), after writing the base URL to ``out``."""
-    async with FakeUpstream(host=options.host, port=options.port) as upstream:
+    async with FakeUpstream(
+        host=options.host, port=options.port, network=options.network
+    ) as upstream:
         generate_corpus(
             upstream,
             projects=options.projects,

@@ -18,7 +18,9 @@ Fault hooks (:meth:`FakeUpstream.fail_next`, :meth:`FakeUpstream.stale_next`,
 corrupted downloads; a seeded :class:`~mirror.testing.faults.FaultPlan`
 (:attr:`FakeUpstream.faults`) spreads every kind of fault over all requests, and
 :meth:`FakeUpstream.serve_raw` answers one path with crafted bytes (hostile or broken
-upstream). The server only ever binds a loopback address.
+upstream). A :class:`~mirror.testing.network.Network` (:attr:`FakeUpstream.network`)
+puts the server at a distance: a latency before every answer and a bandwidth cap
+over all file bodies. The server only ever binds a loopback address.
 
 The mutating methods are synchronous and hash in the calling thread: they are test
 set-up, called between requests, not request handling.
@@ -53,6 +55,7 @@ from packaging.version import InvalidVersion, Version
 from mirror.models import format_upload_time, version_sort_key
 from mirror.testing.distributions import make_sdist, make_wheel
 from mirror.testing.faults import ENDLESS_LENGTH, FaultKind, FaultPlan, RequestKind
+from mirror.testing.network import CHUNK_BYTES, Network, TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -205,8 +208,9 @@ class FakeUpstream:
     ``page_limit`` caps the rows one ``changelog_since_serial`` call returns (PyPI:
     50 000). ``port=0`` picks a free port; :attr:`base_url` tells which. Non-loopback
     hosts raise ValueError: this server must never be reachable from the network.
-    ``faults`` is the initial :attr:`faults` plan; ``tls`` serves HTTPS with that
-    server context (the base URL is then ``https://``).
+    ``faults`` is the initial :attr:`faults` plan; ``network`` the initial
+    :attr:`network`; ``tls`` serves HTTPS with that server context (the base URL is
+    then ``https://``).
     """
 
     def __init__(
@@ -216,6 +220,7 @@ class FakeUpstream:
         host: str = "127.0.0.1",
         port: int = 0,
         faults: FaultPlan | None = None,
+        network: Network | None = None,
         tls: ssl.SSLContext | None = None,
     ):
         if not is_loopback(host):
@@ -252,6 +257,9 @@ class FakeUpstream:
         self._raw: dict[tuple[str, str], RawAnswer] = {}
         # Requests (by id, while in flight) the plan made stale.
         self._stale_requests: set[int] = set()
+        self._network = Network()
+        self._bucket: TokenBucket | None = None
+        self.network = network or Network()
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -541,6 +549,22 @@ class FakeUpstream:
         self._injected.clear()
 
     @property
+    def network(self) -> Network:
+        """The latency every answer waits before its first byte, and the cap on the
+        bytes per second of all file bodies together (``/packages/``, ``.metadata``
+        included). Under a cap, files are sent from memory in
+        :data:`~mirror.testing.network.CHUNK_BYTES` chunks, each paid for from one token
+        bucket shared by every connection, spilled files too (no ``sendfile``).
+        Setting it starts a new, full bucket."""
+        return self._network
+
+    @network.setter
+    def network(self, network: Network) -> None:
+        self._network = network
+        rate = network.bandwidth_bytes_per_second
+        self._bucket = None if rate is None else TokenBucket(rate)
+
+    @property
     def injected(self) -> tuple[InjectedFault, ...]:
         """Every fault the plan injected since it was set, in arrival order."""
         return tuple(self._injected)
@@ -651,6 +675,14 @@ class FakeUpstream:
 
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.request_log.append((request.method, request.path_qs))
+        if self._network.latency_seconds > 0:
+            await asyncio.sleep(self._network.latency_seconds)
+        response = await self._dispatch(request, handler)
+        if self._bucket is not None and request.path.startswith("/packages/"):
+            return await self._throttled(request, response, self._bucket)
+        return response
+
+    async def _dispatch(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self._faults = [f for f in self._faults if f.remaining > 0]
         for fault in self._faults:
             if request.path.startswith(fault.path_prefix):
@@ -713,6 +745,29 @@ class FakeUpstream:
         stream = web.StreamResponse(status=raw.status, headers=dict(raw.headers))
         await stream.prepare(request)
         async for chunk in raw.chunks():
+            await stream.write(chunk)
+        await stream.write_eof()
+        return stream
+
+    @staticmethod
+    async def _throttled(
+        request: web.Request, response: web.StreamResponse, bucket: TokenBucket
+    ) -> web.StreamResponse:
+        """``response`` with its body streamed at the pace ``bucket`` allows; answers
+        without a body in memory (already sent, or empty) go as they are."""
+        body = response.body if isinstance(response, web.Response) else None
+        if response.prepared or not isinstance(body, bytes) or not body:
+            return response
+        stream = web.StreamResponse(status=response.status, headers=response.headers)
+        stream.content_length = len(body)
+        await stream.prepare(request)
+        loop = asyncio.get_running_loop()
+        view = memoryview(body)
+        for start in range(0, len(body), CHUNK_BYTES):
+            chunk = view[start : start + CHUNK_BYTES]
+            delay = bucket.reserve(len(chunk), loop.time())
+            if delay > 0:
+                await asyncio.sleep(delay)
             await stream.write(chunk)
         await stream.write_eof()
         return stream
@@ -1038,6 +1093,8 @@ class FakeUpstream:
             return None
         if self._plan is not None or path in self._corrupted or "Range" in request.headers:
             return None
+        if self._bucket is not None:
+            return None  # a capped body goes through the bucket, chunk by chunk
         return self._files_dir / path
 
 
