@@ -330,7 +330,8 @@ def translate(text: str) -> Translation:
         raise ConfigError("bandersnatch's configuration has no directory", section=MIRROR)
     notes: list[Note] = []
     ours: dict[str, dict[str, str]] = {MIRROR: {"directory": parser.get(MIRROR, "directory")}}
-    for key, value in parser.items(MIRROR):
+    for key, raw in parser.items(MIRROR):
+        value = raw.strip()
         handler = MIRROR_KEYS.get(key)
         if handler is None:
             notes.append(
@@ -378,7 +379,7 @@ def _translate_filters(
     for section in parser.sections():
         if section in {MIRROR, PLUGINS}:
             continue
-        values = dict(parser.items(section))
+        values = {key: value.strip() for key, value in parser.items(section)}
         if section in FILTER_SECTIONS:
             sections[section] = _filter_section(section, values, on, notes)
             continue

@@ -16,7 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "mirror"
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
-PURE_MODULES = ("mirror.plan", "mirror.changes", "mirror.closure", "mirror.simple", "mirror.models")
+PURE_MODULES = (
+    "mirror.plan",
+    "mirror.changes",
+    "mirror.closure",
+    "mirror.simple",
+    "mirror.models",
+    "mirror.bandersnatchconf",
+)
 FORBIDDEN_IN_PURE = ("aiohttp", "asyncio", "sqlite3", "mirror.storage")
 MAX_CLASS_LINES = 400
 
