@@ -116,12 +116,13 @@ def test_every_bandersnatch_mirror_key_has_a_row(bandersnatch_script: Path) -> N
     above cover every row."""
     defaults = defaults_conf(bandersnatch_script)
     keys = {
-        line.split("=")[0].strip()
+        line.split("=", maxsplit=1)[0].strip()
         for line in defaults.read_text().splitlines()
         if "=" in line and not line.startswith(";")
     }
     assert keys <= set(MIRROR_KEYS)
-    tested = {line.split("=")[0].strip() for line, *_ in [*CARRIED, *NOTED]}
+    lines = [line for line, _ in CARRIED] + [line for line, _, _ in NOTED]
+    tested = {line.split("=", maxsplit=1)[0].strip() for line in lines}
     assert set(MIRROR_KEYS) <= tested | {"directory"}
 
 
