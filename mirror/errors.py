@@ -22,7 +22,8 @@ the CLI turns these errors into exit codes.
     │   └── BodySizeError           a body not of the advertised size (never retried)
     ├── StorageError                the disk refused (ENOSPC, EROFS, EACCES, ...)
     ├── StateError                  the state store is unreadable or from a newer version
-    └── JournalPrunedError          changes asked for since a serial the journal no longer keeps
+    ├── JournalPrunedError          changes asked for since a serial the journal no longer keeps
+    └── AdoptError                  a bandersnatch mirror that cannot be adopted
 """
 
 from __future__ import annotations
@@ -150,3 +151,8 @@ class JournalPrunedError(MirrorError):
         )
         self.serial = serial
         self.horizon = horizon
+
+
+class AdoptError(MirrorError):
+    """A bandersnatch mirror ``mirror adopt`` cannot take over: a malformed status, todo,
+    generation or page (the message names the file), or a layout it does not read."""

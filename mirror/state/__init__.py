@@ -22,6 +22,8 @@ connection. Import from here.
 from mirror.state.core import STATE_NAME
 from mirror.state.journal import JOURNAL_PAGE_ROWS, JournalRow
 from mirror.state.keys import (
+    ADOPT_PROGRESS_KEY,
+    ADOPT_RECONCILE_KEY,
     FILTERS_META_KEY,
     NEEDS_META_KEY,
     ROOT_HTML_META_KEY,
@@ -41,6 +43,8 @@ from mirror.state.store import StateStore
 from mirror.state.timeline import HistoryEntry
 
 __all__ = [
+    "ADOPT_PROGRESS_KEY",
+    "ADOPT_RECONCILE_KEY",
     "FILTERS_META_KEY",
     "JOURNAL_PAGE_ROWS",
     "NEEDS_META_KEY",

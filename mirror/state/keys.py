@@ -43,3 +43,12 @@ NEEDS_META_KEY: Final = "filters_dependencies"
 """The dependency closure, JSON ``{project: [specifiers]}``; read and written through
 :meth:`~mirror.state.StateStore.dependency_needs` and
 :meth:`~mirror.state.StateStore.set_dependency_needs`."""
+
+ADOPT_PROGRESS_KEY: Final = "adopt_progress"
+"""``mirror adopt``: the last project (in name order) whose chunk it finished, so an
+interrupted adoption resumes after it; ``"\\x00done"`` once it finished."""
+
+ADOPT_RECONCILE_KEY: Final = "adopt_reconcile"
+"""Set by ``mirror adopt`` to bandersnatch's serial: the next sync reads upstream's full
+listing besides the changelog (projects bandersnatch never removed are removed, pages
+older than the listing's serial brought in step) and clears it."""
