@@ -14,8 +14,10 @@ verifier (nor for aiohttp's server half).
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,8 @@ from mirror.errors import ConfigError
 from mirror.layout import state_path, web_root
 
 if TYPE_CHECKING:
+    from mirror.adopt import AdoptReport, Tree
+    from mirror.bandersnatchconf import Translation
     from mirror.progress import ProgressSink
     from mirror.sync import Syncer, SyncOptions, SyncReport
     from mirror.upstream import UpstreamSettings
@@ -265,3 +269,102 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
             app=app,
             page_serial=page_serial,
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdoptPlan:
+    """What ``mirror adopt`` reads before it changes anything: bandersnatch's config
+    translated, the config file it goes to, and what bandersnatch left on disk."""
+
+    translation: Translation
+    config_path: Path
+    config_exists: bool
+    tree: Tree
+
+
+def plan_adoption(config_path: Path, bandersnatch_conf: Path) -> AdoptPlan:
+    """Read bandersnatch's config and state (nothing is written). Raises ConfigError
+    for an unreadable or unusable bandersnatch config, AdoptError for its state."""
+    from mirror.adopt import read_tree  # noqa: PLC0415  # see the module docstring
+    from mirror.bandersnatchconf import MIRROR, translate  # noqa: PLC0415
+
+    try:
+        text = bandersnatch_conf.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {bandersnatch_conf}: {exc}") from exc
+    translation = translate(text)
+    directory = Path(translation.directory).absolute()
+    sections = {name: dict(values) for name, values in translation.sections.items()}
+    sections[MIRROR]["directory"] = str(directory)
+    translation = replace(translation, sections=sections)
+    tree = read_tree(directory, hash_index=translation.hash_index)
+    return AdoptPlan(
+        translation=translation,
+        config_path=config_path,
+        config_exists=config_path.exists(),
+        tree=tree,
+    )
+
+
+def adoption_config(plan: AdoptPlan) -> Config:
+    """The config the adoption runs under: ``-c``'s file when it exists (written by an
+    earlier, interrupted adoption, or by the operator), else the translation, written
+    there first. Raises AdoptError when a filter cannot be carried over (and no config
+    file exists to say what to do instead), or when the config names another
+    directory or a bucket."""
+    from mirror.config import load_config  # noqa: PLC0415
+    from mirror.errors import AdoptError  # noqa: PLC0415
+
+    if not plan.config_exists:
+        lost = plan.translation.lost_filters
+        if lost:
+            raise AdoptError(
+                "bandersnatch filters without an equivalent in mirror (the mirror would "
+                "keep more): "
+                + "; ".join(note.line() for note in lost)
+                + f". Write {plan.config_path} yourself (`mirror adopt --dry-run` prints "
+                "the translation) and run mirror adopt again"
+            )
+        try:
+            plan.config_path.write_text(plan.translation.render(), encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {plan.config_path}: {exc.strerror}") from exc
+    config = load_config(plan.config_path)
+    if config.directory.resolve() != plan.tree.directory.resolve():
+        raise AdoptError(
+            f"{plan.config_path} has directory = {config.directory}, bandersnatch's is "
+            f"{plan.tree.directory}: mirror adopts a mirror in place"
+        )
+    if config.s3 is not None:
+        raise AdoptError("adopting into an S3 bucket is not supported ([storage] backend = s3)")
+    return config
+
+
+async def adopt(
+    config: Config,
+    tree: Tree,
+    *,
+    trust_sizes: bool,
+    progress: ProgressSink | None = None,
+    threads: int | None = None,
+) -> AdoptReport:
+    """``mirror adopt`` of ``tree`` under ``config``, holding the mirror lock (which is
+    bandersnatch's too: both lock ``<directory>/.lock``)."""
+    from mirror.adopt import Adoption  # noqa: PLC0415  # see the module docstring
+    from mirror.lock import mirror_lock  # noqa: PLC0415
+    from mirror.pages import PageWriter  # noqa: PLC0415
+    from mirror.state import StateStore  # noqa: PLC0415
+    from mirror.storage import FileSystemStorage  # noqa: PLC0415
+
+    directory = mirror_directory(config)
+    with mirror_lock(directory), StateStore.open(state_path(directory)) as state:
+        async with FileSystemStorage(web_root(directory)) as storage:
+            adoption = Adoption(
+                tree=tree,
+                state=state,
+                pages=PageWriter(storage=storage, state=state, formats=config.formats),
+                trust_sizes=trust_sizes,
+                threads=threads or min(32, 2 * (os.cpu_count() or 2)),
+                progress=progress,
+            )
+            return await adoption.run()

@@ -109,3 +109,28 @@ def requeued(
     for name in held:
         projects.setdefault(name, Serial(0))
     return projects
+
+
+def reconciled(
+    found: Changes,
+    listed: Mapping[NormalizedName, Serial],
+    held: Mapping[NormalizedName, Serial],
+    display_names: Mapping[NormalizedName, str],
+) -> Changes:
+    """The first sync after ``mirror adopt``: the changelog's changes (``found``) plus
+    what upstream's full listing says the adopted mirror lacks: the listed projects it
+    does not hold or holds at an older serial (bandersnatch missed their changes), and
+    the ones it holds that upstream no longer lists (serial 0: they answer 404 and are
+    removed). The mirror reaches the newest serial of either."""
+    projects = dict(found.projects)
+    for name, serial in listed.items():
+        if held.get(name, Serial(-1)) < serial:
+            projects[name] = max(serial, projects.get(name, Serial(0)))
+    for name in held:
+        if name not in listed:
+            projects.setdefault(name, Serial(0))
+    return Changes(
+        projects=projects,
+        serial=Serial(max([found.serial, *listed.values()])),
+        display_names={**display_names, **found.display_names},
+    )

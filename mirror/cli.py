@@ -187,6 +187,29 @@ def build_parser() -> argparse.ArgumentParser:
         " recorded on upload, one HEAD each); on disk every file is always hashed",
     )
     verify_command.add_argument("--json", action="store_true", help="JSON for scripts")
+    adopt_command = commands.add_parser(
+        "adopt",
+        parents=[common],
+        help="take over a bandersnatch mirror in place, without downloading it again",
+        description=(
+            "Take over the bandersnatch mirror BANDERSNATCH_CONF describes, in place: "
+            "its config translated into -c's file (unless that exists), every file its "
+            "pages link checked once and recorded, its pages rewritten, its serial kept. "
+            "Missing and corrupt files are queued for the next `mirror sync`, which also "
+            "reconciles the mirror with upstream's full listing. Resumable."
+        ),
+    )
+    adopt_command.add_argument("bandersnatch_conf", type=Path, metavar="BANDERSNATCH_CONF")
+    adopt_command.add_argument(
+        "--trust-sizes",
+        action="store_true",
+        help="check sizes only (leave hashing to a later `mirror verify`)",
+    )
+    adopt_command.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the translated config and what was found; change nothing",
+    )
     return parser
 
 
@@ -314,6 +337,33 @@ def _run_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.ok else EXIT_PROJECTS_FAILED
 
 
+def _run_adopt(args: argparse.Namespace) -> int:
+    """``mirror adopt``: a bandersnatch mirror taken over (see mirror.adopt)."""
+    plan = app.plan_adoption(args.config, args.bandersnatch_conf)
+    tree = plan.tree
+    found = (
+        f"bandersnatch mirror {tree.directory}: serial {tree.status_serial}, "
+        f"{len(tree.projects)} project page(s)"
+        + (f", an interrupted run's todo of {len(tree.todo.projects)}" if tree.todo else "")
+    )
+    if args.dry_run:
+        sys.stdout.write(plan.translation.render())
+        sys.stdout.write(f"# {found}\n")
+        if plan.config_exists:
+            sys.stdout.write(f"# {args.config} exists: adopt would use it as it is\n")
+        return EXIT_OK
+    logger.info("%s", found)
+    for note in plan.translation.notes:
+        if not note.redundant:
+            logger.warning("not carried over: %s", note.line())
+    config = app.adoption_config(plan)
+    report = asyncio.run(
+        app.adopt(config, tree, trust_sizes=args.trust_sizes, progress=_progress_sink())
+    )
+    logger.info("%s", report.summary())
+    return EXIT_OK
+
+
 # One entry per subcommand of build_parser(); each returns the exit code.
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sync": _run_sync,
@@ -322,6 +372,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "daemon": _run_daemon,
     "filters": _run_filters,
     "verify": _run_verify,
+    "adopt": _run_adopt,
 }
 
 

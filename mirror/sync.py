@@ -23,7 +23,7 @@ import asyncio
 import errno
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +41,7 @@ from mirror.progress import NoProgress, ProgressSink
 from mirror.project import ProjectSync
 from mirror.report import ProjectFailure, SyncReport, Tally
 from mirror.state import (
+    ADOPT_RECONCILE_KEY,
     FILTERS_META_KEY,
     ROOT_HTML_META_KEY,
     UNFINISHED_META_KEY,
@@ -282,6 +283,10 @@ class _Run:
                     len(found.projects),
                     found.serial,
                 )
+        adopted = await asyncio.to_thread(self._state.get_meta, ADOPT_RECONCILE_KEY)
+        if adopted and serial is not None:
+            found = await reconcile_adopted(self._state, found, self._first_listing(filters))
+            display_names = found.display_names
         queued = self._admitted(found.projects, filters)
         await asyncio.to_thread(
             lambda: self._state.enqueue(
@@ -291,6 +296,8 @@ class _Run:
                 now=self._clock(),
             )
         )
+        if adopted:
+            await asyncio.to_thread(self._state.set_meta, ADOPT_RECONCILE_KEY, "")
         return found.serial
 
     async def _listed_changes(
@@ -522,6 +529,25 @@ class _Run:
                 len(garbage),
             )
             await self._projects.delete_files(garbage)
+
+
+async def reconcile_adopted(
+    state: StateStore,
+    found: changes.Changes,
+    listing: Awaitable[tuple[Mapping[NormalizedName, Serial], Mapping[NormalizedName, str]]],
+) -> changes.Changes:
+    """The changelog's changes plus what upstream's full ``listing`` says a mirror
+    ``mirror adopt`` took over lacks (see :func:`mirror.changes.reconciled`)."""
+    listed, display_names = await listing
+    held = await asyncio.to_thread(lambda: {row.name: row.serial for row in state.iter_projects()})
+    result = changes.reconciled(found, listed, held, display_names)
+    logger.info(
+        "reconciling the adopted mirror with upstream's listing: %d project(s) to bring "
+        "in step, serial %d",
+        len(result.projects),
+        result.serial,
+    )
+    return result
 
 
 def run_record(report: SyncReport, started: float, finished: float, totals: Totals) -> RunRecord:
