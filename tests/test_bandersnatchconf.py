@@ -148,7 +148,7 @@ FILTERS = [
     ),
     (
         "allowlist_project",
-        "[allowlist]\npackages =\n  foo>=1\n  bar",
+        "[allowlist]\npackages =\n  foo>=1\n\n  bar",
         {"plugins": {"enabled": "allowlist"}, "allowlist": {"packages": "foo\nbar"}},
         [("allowlist", "packages", "carried over as foo")],
     ),
