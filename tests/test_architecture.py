@@ -23,6 +23,7 @@ PURE_MODULES = (
     "mirror.simple",
     "mirror.models",
     "mirror.bandersnatchconf",
+    "mirror.bandersnatchstate",
 )
 FORBIDDEN_IN_PURE = ("aiohttp", "asyncio", "sqlite3", "mirror.storage")
 MAX_CLASS_LINES = 400
