@@ -140,12 +140,15 @@ def read_tree(directory: Path, *, hash_index: bool) -> Tree:
         )
     simple = directory / "web" / "simple"
     found: dict[NormalizedName, Path] = {}
-    for entry in _directories(simple):
-        if hash_index:
-            for inner in _directories(entry):
-                found.setdefault(canonicalize_name(inner.name), inner)
-        else:
-            found.setdefault(canonicalize_name(entry.name), entry)
+    pages = _directories(simple)
+    if hash_index:
+        pages = [inner for entry in pages for inner in _directories(entry)]
+    for where in pages:
+        key = canonicalize_name(where.name)
+        # A legacy directory under the raw name (bandersnatch before `cleanup`) gives
+        # way to the normalized one.
+        if key not in found or where.name == key:
+            found[key] = where
     return Tree(
         directory=directory,
         status_serial=None if status is None else parse_serial(status, what="status"),

@@ -167,6 +167,8 @@ async def test_adopt_a_real_bandersnatch_mirror_then_sync(
     with StateStore.open(directory / "mirror.db") as state:
         assert state.get_meta(ADOPT_RECONCILE_KEY) == ""
         assert state.mirror_serial() == upstream.serial
+    # mirror verify agrees: every row, page and link in step, no orphan left.
+    assert await asyncio.to_thread(main, ["verify", "-c", str(conf)]) == 0
     # A file adopted is the very file bandersnatch wrote (not replaced).
     wheel = file_of(directory, "alpha-1.0-py3-none-any.whl")
     assert (
