@@ -93,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run = _adopt_once(directory, bconf, log, trust_sizes=trust_sizes)
             sys.stdout.write(json.dumps(run) + "\n")
             runs.append(run)
+    if not runs:  # --rounds 0: the bandersnatch tree made, nothing measured
+        return 0
     sys.stdout.write(
         "\n| mode | wall s (median) | GB/s hashed | files/s | peak RSS MiB | cache |\n"
         "| --- | --- | --- | --- | --- | --- |\n"

@@ -485,6 +485,10 @@ class FakeUpstream:
         empty ``status`` answer (still logged in :attr:`request_log`)."""
         self._faults.append(_Fault(path_prefix=path_prefix, status=status, remaining=times))
 
+    def clear_faults(self) -> None:
+        """Forget the :meth:`fail_next` answers not given yet."""
+        self._faults.clear()
+
     def stale_next(self, project: str, times: int = 1) -> None:
         """The next ``times`` project page answers (simple page or JSON API) for
         ``project`` show it as it was before its latest journal row, with that older
