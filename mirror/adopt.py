@@ -81,8 +81,10 @@ class Tree:
     todo: Todo | None
     """``todo``: an interrupted run's."""
     generation: int | None
-    projects: tuple[tuple[NormalizedName, Path], ...]
-    """Each project's page directory, in name order."""
+    projects: tuple[tuple[NormalizedName, str], ...]
+    """Each project and its page directory below ``web/simple`` (``alpha``, or
+    ``a/alpha`` with ``hash-index``), in name order: strings, not paths (600,000 of
+    them for all of PyPI)."""
     hash_index: bool = False
 
     @property
@@ -139,15 +141,16 @@ def read_tree(directory: Path, *, hash_index: bool) -> Tree:
             f"once to bring the mirror to generation {CURRENT_GENERATION}"
         )
     simple = directory / "web" / "simple"
-    found: dict[NormalizedName, Path] = {}
+    found: dict[NormalizedName, str] = {}
     pages = _directories(simple)
     if hash_index:
-        pages = [inner for entry in pages for inner in _directories(entry)]
+        pages = [f"{outer}/{inner}" for outer in pages for inner in _directories(simple / outer)]
     for where in pages:
-        key = canonicalize_name(where.name)
+        name = where.rpartition("/")[2]
+        key = canonicalize_name(name)
         # A legacy directory under the raw name (bandersnatch before `cleanup`) gives
         # way to the normalized one.
-        if key not in found or where.name == key:
+        if key not in found or name == key:
             found[key] = where
     return Tree(
         directory=directory,
@@ -168,10 +171,11 @@ def _read_optional(path: Path) -> str | None:
         raise AdoptError(f"cannot read {path}: {exc}") from exc
 
 
-def _directories(parent: Path) -> list[Path]:
+def _directories(parent: Path) -> list[str]:
+    """The names of the directories in ``parent`` (none when it is missing)."""
     try:
         with os.scandir(parent) as entries:
-            return [Path(e.path) for e in entries if e.is_dir() and is_safe_component(e.name)]
+            return [e.name for e in entries if e.is_dir() and is_safe_component(e.name)]
     except FileNotFoundError:
         return []
 
@@ -248,11 +252,12 @@ class Adoption:
         return report
 
     async def _adopt_chunk(
-        self, chunk: Sequence[tuple[NormalizedName, Path]], pool: ThreadPoolExecutor
+        self, chunk: Sequence[tuple[NormalizedName, str]], pool: ThreadPoolExecutor
     ) -> None:
         loop = asyncio.get_running_loop()
+        simple = self._tree.web / "simple"
         pages = await asyncio.gather(
-            *(loop.run_in_executor(pool, _read_page, name, where) for name, where in chunk)
+            *(loop.run_in_executor(pool, _read_page, name, simple / where) for name, where in chunk)
         )
         checks = [
             [
@@ -442,7 +447,7 @@ def _count_files(top: Path) -> int:
 
 
 def _chunks(
-    items: Sequence[tuple[NormalizedName, Path]], size: int
-) -> Iterable[Sequence[tuple[NormalizedName, Path]]]:
+    items: Sequence[tuple[NormalizedName, str]], size: int
+) -> Iterable[Sequence[tuple[NormalizedName, str]]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

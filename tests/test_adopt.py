@@ -375,11 +375,11 @@ def test_an_unreadable_state_file_is_an_adopt_error(bs: Bandersnatch) -> None:
 
 
 def test_a_legacy_directory_gives_way_to_the_normalized_one(bs: Bandersnatch) -> None:
-    normalized = bs.project("Beta.Pkg", dists("beta"))
+    bs.project("Beta.Pkg", dists("beta"))
     for legacy in ["Beta.Pkg", "BETA_PKG"]:
         (bs.web / "simple" / legacy).mkdir()
     tree = read_tree(bs.directory, hash_index=False)
-    assert tree.projects == ((NormalizedName("beta-pkg"), normalized),)
+    assert tree.projects == ((NormalizedName("beta-pkg"), "beta-pkg"),)
 
 
 def test_a_directory_without_pages_has_no_projects(tmp_path: Path) -> None:
