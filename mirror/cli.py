@@ -388,6 +388,11 @@ def summary_line(report: SyncReport) -> str:
         f"{report.files_deleted} deleted; serial {serial}; "
         f"{report.pending} queued for retry; "
         f"{format_timespan(report.elapsed_seconds)}"
+        + (
+            f"; {len(report.missing_locked)} locked file(s) upstream no longer has"
+            if report.missing_locked
+            else ""
+        )
     )
 
 

@@ -23,6 +23,7 @@ from packaging.utils import NormalizedName
 from mirror.errors import ProjectNotFoundError
 from mirror.fetch import Fetcher
 from mirror.filters import FilterSet
+from mirror.filters.lockfiles import LockedFile
 from mirror.models import DistFile, PackagePath, ProjectDetail
 from mirror.pages import PageWriter
 from mirror.plan import ProjectPlan, plan_project
@@ -77,8 +78,12 @@ class ProjectSync:
                 item.name, min_serial=min_serial, source=self._metadata_source
             )
         except ProjectNotFoundError:
+            if filters.locked_files(item.name):
+                self._check_locks(item.name, filters.locked_files(item.name))
             await self.remove(item.name)
             return True
+        if filters.locked_files(item.name):
+            self._check_locks(item.name, filters.missing_locked(detail))
         outcome = filters.apply(detail)
         for drop in outcome.drops:
             logger.debug("%s: filters leave out %s", item.name, drop)
@@ -114,6 +119,12 @@ class ProjectSync:
             len(garbage),
         )
         return False
+
+    def _check_locks(self, name: NormalizedName, missing: tuple[LockedFile, ...]) -> None:
+        """Count and log the locked files of ``name`` upstream no longer has."""
+        for locked in missing:
+            logger.warning("locked file no longer upstream: %s", locked)
+        self._tally.checked_locks(name, missing)
 
     async def _carry_out_downloads(self, detail: ProjectDetail, item: TodoItem) -> ProjectPlan:
         """Plan the project against what is recorded, fetch what the plan fetches,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from packaging.utils import NormalizedName
 
+from mirror.filters.lockfiles import LockedFile
 from mirror.models import Serial
 
 
@@ -40,6 +41,9 @@ class SyncReport:
     elapsed_seconds: float
     upstream_serial: Serial | None = None
     """Upstream's serial as this run saw it; None for a ``--project`` run."""
+    missing_locked: tuple[LockedFile, ...] = ()
+    """Files the allowlist's lockfiles lock that upstream no longer lists, of the
+    projects this run synced."""
 
     @property
     def ok(self) -> bool:
@@ -59,6 +63,8 @@ class Tally:
     files_derived: int = 0
     """``.metadata`` files taken from their wheel on disk instead of downloaded."""
     failures: list[ProjectFailure] = field(default_factory=list)
+    locked: dict[NormalizedName, tuple[LockedFile, ...]] = field(default_factory=dict)
+    """Of each synced project the lockfiles lock: the locked files upstream lacks."""
     root_dirty: bool = False
     """Whether a project changed (or the last run did not finish): the root index is
     rewritten."""
@@ -84,6 +90,10 @@ class Tally:
             self.synced += 1
         self.root_dirty = True
 
+    def checked_locks(self, name: NormalizedName, missing: tuple[LockedFile, ...]) -> None:
+        """``name``'s locked files compared with upstream: ``missing`` it no longer has."""
+        self.locked[name] = missing
+
     def failed(self, failure: ProjectFailure) -> None:
         """One project that failed."""
         self.failures.append(failure)
@@ -108,4 +118,5 @@ class Tally:
             pending=pending,
             elapsed_seconds=elapsed_seconds,
             upstream_serial=upstream_serial,
+            missing_locked=tuple(sorted(f for files in self.locked.values() for f in files)),
         )

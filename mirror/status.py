@@ -17,7 +17,10 @@ The JSON form (:func:`status_json`) is for scripts; its keys are stable:
 ``started``, ``finished``, ``duration_seconds``, ``ok``, ``projects_synced``,
 ``projects_removed``, ``projects_failed``, ``files_downloaded``, ``bytes_downloaded``,
 ``files_deleted``, ``serial``, ``upstream_serial``), ``failures`` (a list of objects
-with ``name``, ``attempts``, ``last_error``, ``next_attempt``), and, when asked for,
+with ``name``, ``attempts``, ``last_error``, ``next_attempt``), ``on_demand`` (the
+projects ``mirror serve`` added on demand: ``name``, ``added``, ``requests``),
+``on_demand_requests`` (their requests in all), ``missing_locked`` (locked files
+upstream no longer has: ``name``, ``version``, ``filename``, ``sha256``), and, when asked for,
 ``history`` (a list of ``finished``, ``serial``, ``projects``, ``files``, ``bytes``)
 and ``recount`` (see :class:`RecountReport`).
 """
@@ -36,8 +39,9 @@ from pathlib import Path
 from humanfriendly import format_size, format_timespan
 
 from mirror.errors import StateError
+from mirror.filters.lockfiles import LockedFile
 from mirror.models import Serial
-from mirror.state import RunRecord, StateStore, TodoItem, Totals
+from mirror.state import DemandedProject, RunRecord, StateStore, TodoItem, Totals
 from mirror.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -60,6 +64,15 @@ class MirrorStatus:
     downloaded_bytes_total: int
     held_back: int = 0
     """Files downloaded but not yet published: the cooldown holds them back."""
+    on_demand: tuple[DemandedProject, ...] = ()
+    """The projects ``mirror serve`` added on demand."""
+    missing_locked: tuple[LockedFile, ...] = ()
+    """The allowlist's locked files upstream no longer had at their project's last sync."""
+
+    @property
+    def on_demand_requests(self) -> int:
+        """Requests answered by an on-demand fetch, in all."""
+        return sum(project.requests for project in self.on_demand)
 
     @property
     def lag(self) -> int | None:
@@ -125,6 +138,8 @@ def read_status(
         last_success=state.last_run(ok=True),
         downloaded_bytes_total=state.downloaded_bytes_total(),
         held_back=state.held_count(),
+        on_demand=tuple(state.on_demand_projects()),
+        missing_locked=tuple(state.missing_locked()),
     )
 
 
@@ -235,6 +250,19 @@ def render_status(status: MirrorStatus) -> str:
         f"{item.last_error}"
         for item in status.failures
     )
+    if status.on_demand:
+        lines.append(
+            f"on demand:        {len(status.on_demand)} project(s) added, "
+            f"{status.on_demand_requests} request(s) served by fetching"
+        )
+        lines.extend(
+            f"  {p.name}: added {_when(p.added)}, {p.requests} request(s)" for p in status.on_demand
+        )
+    if status.missing_locked:
+        lines.append(
+            f"locked, missing:  {len(status.missing_locked)} file(s) upstream no longer has"
+        )
+        lines.extend(f"  {locked}" for locked in status.missing_locked)
     return "\n".join(lines) + "\n"
 
 
@@ -331,6 +359,14 @@ def status_json(
                 "next_attempt": item.next_attempt,
             }
             for item in status.failures
+        ],
+        "on_demand": [
+            {"name": p.name, "added": p.added, "requests": p.requests} for p in status.on_demand
+        ],
+        "on_demand_requests": status.on_demand_requests,
+        "missing_locked": [
+            {"name": f.name, "version": f.version, "filename": f.filename, "sha256": f.sha256}
+            for f in status.missing_locked
         ],
     }
     if history is not None:

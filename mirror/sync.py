@@ -24,7 +24,7 @@ import errno
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -121,11 +121,15 @@ class Syncer:
         the mirror serial (the full listing on the first run), queue them, advance the
         serial, and work through every due item in the queue.
         """
+        # The projects `mirror serve` added on demand join the allowlist's set (not
+        # its fingerprint: they never make a run reconcile every project).
+        on_demand = await asyncio.to_thread(self._state.on_demand_names)
+        filters = self._options.filters.with_on_demand(on_demand)
         run = _Run(
             upstream=self._upstream,
             storage=self._storage,
             state=self._state,
-            options=self._options,
+            options=replace(self._options, filters=filters),
             clock=self._clock,
             progress=self._progress,
         )
@@ -242,6 +246,7 @@ class _Run:
         """Append the run to the state's history and refresh the metrics file
         (in a worker thread)."""
         finished = self._clock()
+        self._state.update_missing_locked(self._tally.locked)
         self._state.record_run(run_record(report, started_at, finished, self._state.totals()))
         if self._options.metrics_file is not None:
             # Only when asked for: it brings in aiohttp's server half, which a sync

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Final, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Final, Literal, Protocol, runtime_checkable
 
 from humanfriendly import InvalidSize, parse_size
 from packaging.utils import (
@@ -41,6 +41,9 @@ from packaging.version import InvalidVersion, Version
 
 from mirror.errors import ConfigError
 from mirror.models import DistFile, ProjectDetail, version_sort_key
+
+if TYPE_CHECKING:
+    from mirror.filters.lockfiles import LockedFile
 
 ENTRY_POINT_GROUP: Final = "mirror.filters"
 PLUGINS_SECTION: Final = "plugins"
@@ -164,6 +167,25 @@ class FollowsDependencies(Protocol):
 
     def with_needs(self, needs: Mapping[NormalizedName, tuple[str, ...]]) -> Filter:
         """The same filter, also admitting ``{project: specifiers}``."""
+        ...
+
+
+@runtime_checkable
+class PinsFiles(Protocol):
+    """A filter that pins exact files by sha256 (the allowlist's lockfiles)."""
+
+    def locked_files(self, name: NormalizedName) -> tuple[LockedFile, ...]:
+        """The files it pins of ``name``; empty when it pins none."""
+        ...
+
+
+@runtime_checkable
+class AdmitsOnDemand(Protocol):
+    """A filter that lists the names it admits and can admit more: the allowlist,
+    which ``mirror serve --on-demand`` names join."""
+
+    def with_on_demand(self, names: frozenset[NormalizedName]) -> Filter:
+        """The same filter, also admitting every release of ``names``."""
         ...
 
 
@@ -353,6 +375,32 @@ class FilterSet:
                 for name, f in self.filters
             )
         )
+
+    def with_on_demand(self, names: frozenset[NormalizedName]) -> FilterSet:
+        """These filters with ``names`` (fetched on demand) joining the allowlist's
+        set; the other filters still apply to them."""
+        if not names:
+            return self
+        return FilterSet(
+            filters=tuple(
+                (name, f.with_on_demand(names) if isinstance(f, AdmitsOnDemand) else f)
+                for name, f in self.filters
+            )
+        )
+
+    def locked_files(self, name: NormalizedName) -> tuple[LockedFile, ...]:
+        """Every file the filters pin of ``name`` (the allowlist's lockfiles)."""
+        pinned: dict[LockedFile, None] = {}
+        for _, filter_ in self.filters:
+            if isinstance(filter_, PinsFiles):
+                pinned.update(dict.fromkeys(filter_.locked_files(name)))
+        return tuple(pinned)
+
+    def missing_locked(self, detail: ProjectDetail) -> tuple[LockedFile, ...]:
+        """The files the filters pin of ``detail``'s project that upstream's detail
+        (before filtering) no longer lists, by sha256."""
+        present = {dist.sha256 for dist in detail.files}
+        return tuple(f for f in self.locked_files(detail.name) if f.sha256 not in present)
 
     def apply(self, detail: ProjectDetail) -> Outcome:
         """Run every stage over ``detail``; ``versions`` is recomputed for what is kept

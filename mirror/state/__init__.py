@@ -14,7 +14,8 @@ lock, transactions, migrations), :mod:`~mirror.state.schema`,
 :mod:`~mirror.state.keys` (every meta key), :mod:`~mirror.state.records`,
 :mod:`~mirror.state.meta`, :mod:`~mirror.state.inventory`,
 :mod:`~mirror.state.queue`, :mod:`~mirror.state.history`, :mod:`~mirror.state.journal`,
-:mod:`~mirror.state.timeline` (file history, held files), and
+:mod:`~mirror.state.timeline` (file history, held files), :mod:`~mirror.state.seeds`
+(on-demand projects, missing locked files), and
 :mod:`~mirror.state.store`, whose :class:`StateStore` is all of them on one
 connection. Import from here.
 """
@@ -39,6 +40,7 @@ from mirror.state.records import (
     Totals,
 )
 from mirror.state.schema import SCHEMA_VERSION
+from mirror.state.seeds import DemandedProject
 from mirror.state.store import StateStore
 from mirror.state.timeline import HistoryEntry
 
@@ -52,6 +54,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATE_NAME",
     "UNFINISHED_META_KEY",
+    "DemandedProject",
     "HistoryEntry",
     "HistoryFile",
     "JournalRow",

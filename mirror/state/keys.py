@@ -52,3 +52,11 @@ ADOPT_RECONCILE_KEY: Final = "adopt_reconcile"
 """Set by ``mirror adopt`` to bandersnatch's serial: the next sync reads upstream's full
 listing besides the changelog (projects bandersnatch never removed are removed, pages
 older than the listing's serial brought in step) and clears it."""
+
+ON_DEMAND_META_KEY: Final = "on_demand_projects"
+"""The projects ``mirror serve`` added on demand, JSON ``{project: [added, requests]}``
+(:class:`~mirror.state.seeds.Seeds`); they join the allowlist's set."""
+
+LOCKED_MISSING_META_KEY: Final = "locked_missing"
+"""The allowlist's locked files upstream lacked at their project's last sync, JSON
+``{project: [[version, filename, sha256], ...]}``."""

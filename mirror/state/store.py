@@ -7,10 +7,11 @@ from mirror.state.inventory import Inventory
 from mirror.state.journal import Journal
 from mirror.state.meta import Meta
 from mirror.state.queue import TodoQueue
+from mirror.state.seeds import Seeds
 from mirror.state.timeline import Timeline
 
 
-class StateStore(Inventory, TodoQueue, RunHistory, Journal, Timeline, Meta):
+class StateStore(Inventory, TodoQueue, RunHistory, Journal, Timeline, Seeds, Meta):
     """The mirror's SQLite state store. Open it with :meth:`open`; close it when done.
 
     Each concern is a class of its own module, all built on the one connection of
@@ -19,7 +20,8 @@ class StateStore(Inventory, TodoQueue, RunHistory, Journal, Timeline, Meta):
     todo / retry queue), :class:`~mirror.state.history.RunHistory` (finished runs),
     :class:`~mirror.state.journal.Journal` (the mirror's own changelog),
     :class:`~mirror.state.timeline.Timeline` (the file history past views read, and
-    the files the cooldown holds back) and
+    the files the cooldown holds back), :class:`~mirror.state.seeds.Seeds` (the
+    projects added on demand, the locked files upstream lacks) and
     :class:`~mirror.state.meta.Meta` (the mirror serial and named values). A write
     that spans concerns (a commit settles the project's todo item) is one transaction
     of the concern that owns it.
