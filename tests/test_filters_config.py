@@ -369,6 +369,9 @@ def test_every_documented_filter_example_parses(tmp_path: Path) -> None:
     (tmp_path / "requirements").mkdir()
     (tmp_path / "requirements" / "base.txt").write_text("idna\n")
     (tmp_path / "requirements" / "dev.in").write_text("pytest\n")
+    (tmp_path / "locks").mkdir()
+    (tmp_path / "locks" / "pylock.toml").write_text('lock-version = "1.0"\npackages = []\n')
+    (tmp_path / "locks" / "uv.lock").write_text("version = 1\npackage = []\n")
     conf = tmp_path / "mirror.conf"
     conf.write_text(MIRROR + text.replace("/etc/mirror/requirements", "requirements"))
     filter_set = filters_of(load_config(conf))
