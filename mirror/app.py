@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from mirror.adopt import AdoptReport, Tree
     from mirror.bandersnatchconf import Translation
     from mirror.progress import ProgressSink
+    from mirror.server import ProjectFetcher
     from mirror.sync import Syncer, SyncOptions, SyncReport
     from mirror.upstream import UpstreamSettings
     from mirror.verify import VerifyOutcome
@@ -223,14 +224,13 @@ async def filters_dry_run(config: Config, names: Sequence[NormalizedName]) -> li
     return [line for verdict in verdicts for line in verdict.lines()]
 
 
-async def serve(config: Config, *, host: str | None = None, port: int | None = None) -> None:
-    """``mirror serve`` over ``config``'s web tree with the metrics and status routes
-    and, for a tree on disk, the XML-RPC mirroring endpoint over the journal (with its
-    serials on the pages); ``host`` and ``port`` win over the ``[serve]`` section. Runs
-    until a signal."""
+@asynccontextmanager
+async def _server_parts(config: Config) -> AsyncIterator[_ServerParts]:
+    """What ``mirror serve`` serves for ``config``, its resources held for the block:
+    the routes beside the tree's, the bucket's app (``[storage] backend = s3``) or the
+    journal's serials, and the on-demand fetcher (``[serve] on-demand``)."""
     from mirror.metrics import metrics_routes  # noqa: PLC0415  # see the module docstring
     from mirror.rpc import journal_serial_reader, xmlrpc_routes  # noqa: PLC0415
-    from mirror.server import serve as serve_tree  # noqa: PLC0415
     from mirror.snapshot import snapshot_routes  # noqa: PLC0415
     from mirror.statuspage import status_routes  # noqa: PLC0415
 
@@ -245,29 +245,92 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
         ),
     ]
     async with AsyncExitStack() as stack:
-        app = None
-        page_serial = None
+        parts = _ServerParts(extra_routes=extra_routes)
         if config.s3 is not None:
             # The bucket's tree: each request asks the bucket (any number of nodes).
             from mirror.bucketserver import create_bucket_app  # noqa: PLC0415  # S3 only
             from mirror.storage.s3 import open_s3_storage  # noqa: PLC0415
 
             storage = await stack.enter_async_context(open_s3_storage(config.s3))
-            app = create_bucket_app(
+            parts.app = create_bucket_app(
                 storage, packages_redirect=config.packages_redirect, extra_routes=extra_routes
             )
         else:
             # We are an upstream too: our journal over XML-RPC, its serials on the pages.
             extra_routes.extend(xmlrpc_routes(config.directory))
-            page_serial = journal_serial_reader(config.directory)
+            parts.page_serial = journal_serial_reader(config.directory)
+        if config.on_demand:
+            parts.on_missing = await stack.enter_async_context(_on_demand(config))
+        yield parts
+
+
+@asynccontextmanager
+async def _on_demand(config: Config) -> AsyncIterator[ProjectFetcher]:
+    """The on-demand fetcher of ``mirror serve``: each batch a :func:`sync` of the
+    names. Raises ConfigError when the mirror directory is not writable."""
+    from mirror.ondemand import on_demand  # noqa: PLC0415
+
+    directory = mirror_directory(config)
+    if not os.access(directory, os.W_OK):
+        raise ConfigError(
+            f"needs a writable mirror directory; {directory} is not",
+            section="serve",
+            key="on-demand",
+        )
+
+    def fetch(names: Sequence[NormalizedName]) -> Awaitable[SyncReport]:
+        return sync(config, names)
+
+    async with on_demand(
+        filters=config.filters,
+        state_path=state_path(directory),
+        sync=fetch,
+        timeout_seconds=config.on_demand_timeout_seconds,
+    ) as fetcher:
+        yield fetcher
+
+
+@asynccontextmanager
+async def serving(
+    config: Config, *, host: str | None = None, port: int | None = None
+) -> AsyncIterator[str]:
+    """``mirror serve`` for the duration of the block (no signal handling); yields its
+    base URL (``port`` 0 picks a free one). See :func:`serve`."""
+    from mirror.server import running_server  # noqa: PLC0415  # see the module docstring
+
+    async with (
+        _server_parts(config) as parts,
+        running_server(
+            web_root(config.directory),
+            host=host or config.serve_host,
+            port=config.serve_port if port is None else port,
+            access_log=config.serve_access_log,
+            extra_routes=parts.extra_routes,
+            app=parts.app,
+            page_serial=parts.page_serial,
+            on_missing=parts.on_missing,
+        ) as url,
+    ):
+        yield url
+
+
+async def serve(config: Config, *, host: str | None = None, port: int | None = None) -> None:
+    """``mirror serve`` over ``config``'s web tree with the metrics and status routes
+    and, for a tree on disk, the XML-RPC mirroring endpoint over the journal (with its
+    serials on the pages) and, with ``[serve] on-demand``, projects fetched on demand;
+    ``host`` and ``port`` win over the ``[serve]`` section. Runs until a signal."""
+    from mirror.server import serve as serve_tree  # noqa: PLC0415  # see the module docstring
+
+    async with _server_parts(config) as parts:
         await serve_tree(
             web_root(config.directory),
             host=host or config.serve_host,
             port=config.serve_port if port is None else port,
             access_log=config.serve_access_log,
-            extra_routes=extra_routes,
-            app=app,
-            page_serial=page_serial,
+            extra_routes=parts.extra_routes,
+            app=parts.app,
+            page_serial=parts.page_serial,
+            on_missing=parts.on_missing,
         )
 
 

@@ -66,7 +66,10 @@ _DEFAULT_INTERVAL_JITTER_PERCENT: Final = 10.0
 _DEFAULT_SERVE_HOST: Final = "127.0.0.1"
 _DEFAULT_SERVE_PORT: Final = 8080
 _SERVE_PORT_RANGE: Final = (1, 65535)
-_SERVE_KEYS: Final[frozenset[str]] = frozenset({"host", "port", "access-log", "packages-redirect"})
+_SERVE_KEYS: Final[frozenset[str]] = frozenset(
+    {"host", "port", "access-log", "packages-redirect", "on-demand", "on-demand-timeout"}
+)
+_DEFAULT_ON_DEMAND_TIMEOUT_SECONDS: Final = 30.0
 _STORAGE_KEYS: Final[frozenset[str]] = frozenset(
     {"backend", "bucket", "prefix", "endpoint-url", "region"}
 )
@@ -252,6 +255,12 @@ class Config:
     """``[serve] packages-redirect``: answer ``/packages/...`` with a redirect instead of
     the bytes: ``presigned`` (a presigned bucket URL; S3 only) or a base URL the path is
     appended to (a CDN); None: serve the bytes."""
+    on_demand: bool = False
+    """``[serve] on-demand``: ``mirror serve`` fetches a project it lacks (and the
+    filters admit) when a client asks for its page."""
+    on_demand_timeout_seconds: float = _DEFAULT_ON_DEMAND_TIMEOUT_SECONDS
+    """``[serve] on-demand-timeout``: how long a request waits for that fetch before a
+    503 with ``Retry-After``."""
     s3: S3Settings | None = None
     """``[storage] backend = s3`` and its keys; None: the file-system backend (``web/``
     in the mirror directory)."""
@@ -387,6 +396,10 @@ def parse_config(text: str, *, source: Path | None = None) -> Config:
         serve_port=serve.integer("port", default=_DEFAULT_SERVE_PORT, bounds=_SERVE_PORT_RANGE),
         serve_access_log=serve.boolean("access-log", default=True),
         packages_redirect=_packages_redirect(serve, s3),
+        on_demand=_on_demand(serve, s3),
+        on_demand_timeout_seconds=serve.duration(
+            "on-demand-timeout", default=_DEFAULT_ON_DEMAND_TIMEOUT_SECONDS
+        ),
         s3=s3,
         filter_sections=MappingProxyType(filter_sections),
         filters=filters,
@@ -524,6 +537,14 @@ def _packages_redirect(section: _Section, s3: S3Settings | None) -> str | None:
     if raw.lower() == "presigned":
         return "presigned"
     return section.url("packages-redirect", default="")
+
+
+def _on_demand(section: _Section, s3: S3Settings | None) -> bool:
+    """``[serve] on-demand``: only for a mirror on disk (the fetch writes the tree)."""
+    on = section.boolean("on-demand", default=False)
+    if on and s3 is not None:
+        raise section.error("on-demand", "not supported with [storage] backend = s3")
+    return on
 
 
 def _serve_host(section: _Section) -> str:

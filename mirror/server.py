@@ -11,7 +11,8 @@ It serves what ``mirror sync`` writes, as PyPI serves it:
   when the client accepts it. 406 only when even the ``text/html`` fallback is not on
   disk (a JSON-only mirror asked for HTML). A name that is not normalized, or a path
   without its trailing slash, gets a 301 to the normalized URL; an unknown project a
-  plain 404 (uv treats anything else as a hard failure).
+  plain 404 (uv treats anything else as a hard failure), unless an ``on_missing``
+  hook fetches it on demand (a 503 with ``Retry-After`` while that takes too long).
 * ``/packages/...``: the files, byte for byte (never a ``Content-Encoding``), with
   sendfile, ``Range`` (206/416), ``HEAD``, conditional requests and
   ``Cache-Control: public, max-age=31536000, immutable`` (paths are content-addressed).
@@ -37,7 +38,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from aiohttp import hdrs, web
 from aiohttp.web_response import ContentCoding
@@ -68,6 +69,20 @@ SERIAL_HEADER: Final = "X-PyPI-Last-Serial"
 
 PageSerial = Callable[[NormalizedName], Awaitable[Serial | None]]
 """The serial to send with a project's pages (see :func:`create_app`)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchAnswer:
+    """How an on-demand fetch (see :mod:`mirror.ondemand`) has a request answered:
+    ``ready`` (the page is on disk now), ``absent`` (404), or ``busy`` (a 503 with
+    ``Retry-After: retry_after_seconds``)."""
+
+    status: Literal["ready", "absent", "busy"]
+    retry_after_seconds: int = 0
+
+
+ProjectFetcher = Callable[[NormalizedName], Awaitable[FetchAnswer]]
+"""What ``create_app`` asks about a project page the tree lacks (``[serve] on-demand``)."""
 
 PACKAGE_CACHE_CONTROL: Final = "public, max-age=31536000, immutable"
 """Files never change under a path: the path is derived from the file's hash."""
@@ -194,19 +209,22 @@ def create_app(
     *,
     extra_routes: Sequence[web.RouteDef] = (),
     page_serial: PageSerial | None = None,
+    on_missing: ProjectFetcher | None = None,
 ) -> web.Application:
     """The application serving the mirror's ``web/`` directory at ``web_root``.
 
     ``page_serial`` gives the ``X-PyPI-Last-Serial`` sent with a project's simple
     pages and JSON API copy (None from it, or no ``page_serial``: no header); ``mirror
     serve`` passes the journal's (:func:`mirror.rpc.journal_serial_reader`).
+    ``on_missing`` is asked about a project page that is not on disk (``[serve]
+    on-demand``, :mod:`mirror.ondemand`); without it such a page is a 404.
 
     ``extra_routes`` are added after the mirror's own, which use only ``/simple``,
     ``/packages/``, ``/pypi/`` and ``/last-modified``: ``/metrics`` and ``/status/``
     are free for them. The tree may change underneath (sync renames files into
     place); every request looks at the disk afresh.
     """
-    tree = _Tree(web_root.absolute(), page_serial)
+    tree = _Tree(web_root.absolute(), page_serial, on_missing)
     app = web.Application()
     app.add_routes(
         [
@@ -244,6 +262,7 @@ class _Tree:
 
     root: Path
     page_serial: PageSerial | None = None
+    on_missing: ProjectFetcher | None = None
 
     async def root_index(self, request: web.Request) -> web.StreamResponse:
         return await self._simple_page(request, self.root / "simple")
@@ -256,7 +275,13 @@ class _Tree:
             raise web.HTTPNotFound from None
         directory = self.root / "simple" / name
         if not await asyncio.to_thread(directory.is_dir):
-            raise web.HTTPNotFound
+            if self.on_missing is None:
+                raise web.HTTPNotFound
+            if raw != name or not request.path.endswith("/"):
+                raise web.HTTPMovedPermanently(f"/simple/{name}/")
+            await self._fetch(name)
+            if not await asyncio.to_thread(directory.is_dir):
+                raise web.HTTPNotFound
         if raw != name or not request.path.endswith("/"):
             raise web.HTTPMovedPermanently(f"/simple/{name}/")
         # Read before the page: a commit lands its pages before its journal row, so
@@ -264,6 +289,18 @@ class _Tree:
         serial = await self._serial(name)
         response = await self._simple_page(request, directory)
         return _with_serial(response, serial)
+
+    async def _fetch(self, name: NormalizedName) -> None:
+        """Have the on-demand hook fetch ``name``; raises the 404 or 503 it calls for."""
+        assert self.on_missing is not None
+        answer = await self.on_missing(name)
+        if answer.status == "absent":
+            raise web.HTTPNotFound
+        if answer.status == "busy":
+            raise web.HTTPServiceUnavailable(
+                headers={hdrs.RETRY_AFTER: str(answer.retry_after_seconds)},
+                text=f"{name} is being fetched from upstream; try again shortly\n",
+            )
 
     async def package_file(self, request: web.Request) -> web.StreamResponse:
         parts = request.match_info["path"].split("/")
@@ -427,6 +464,7 @@ async def running_server(
     extra_routes: Sequence[web.RouteDef] = (),
     app: web.Application | None = None,
     page_serial: PageSerial | None = None,
+    on_missing: ProjectFetcher | None = None,
 ) -> AsyncIterator[str]:
     """Serve ``web_root`` on ``host:port`` for the duration of the block (or ``app``
     instead, e.g. :func:`mirror.bucketserver.create_bucket_app`'s).
@@ -436,7 +474,10 @@ async def running_server(
     Raises MirrorError when the address cannot be bound.
     """
     runner = web.AppRunner(
-        app or create_app(web_root, extra_routes=extra_routes, page_serial=page_serial),
+        app
+        or create_app(
+            web_root, extra_routes=extra_routes, page_serial=page_serial, on_missing=on_missing
+        ),
         access_log=access_logger if access_log else None,
         access_log_format=ACCESS_LOG_FORMAT,
     )
@@ -462,6 +503,7 @@ async def serve(
     extra_routes: Sequence[web.RouteDef] = (),
     app: web.Application | None = None,
     page_serial: PageSerial | None = None,
+    on_missing: ProjectFetcher | None = None,
 ) -> None:
     """Serve ``web_root`` (or ``app``, see :func:`running_server`) until SIGTERM or
     cancellation (SIGINT under asyncio.run).
@@ -482,6 +524,7 @@ async def serve(
             extra_routes=extra_routes,
             app=app,
             page_serial=page_serial,
+            on_missing=on_missing,
         ) as url:
             logger.info("serving %s at %s/simple/", "the bucket" if app else web_root, url)
             await stop.wait()

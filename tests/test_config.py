@@ -40,6 +40,8 @@ FIELD_KEYS = {
     "serve_port": "port",
     "serve_access_log": "access-log",
     "packages_redirect": "packages-redirect",
+    "on_demand": "on-demand",
+    "on_demand_timeout_seconds": "on-demand-timeout",
     "journal_retention_seconds": "journal-retention",
     "s3": "backend",
 }
