@@ -209,9 +209,12 @@ async def test_a_later_sync_keeps_an_on_demand_project_in_step(
     publish(upstream)
     config = configure(tmp_path, upstream)
     assert (await app.sync(config)).ok
-    async with served(config) as url, ClientSession() as session:
-        async with session.get(f"{url}/simple/app/") as response:
-            assert response.status == 200
+    async with (
+        served(config) as url,
+        ClientSession() as session,
+        session.get(f"{url}/simple/app/") as response,
+    ):
+        assert response.status == 200
     upstream.add_release("app", "2.0")
     report = await app.sync(config)
     assert report.ok
@@ -238,9 +241,12 @@ async def test_without_an_allowlist_a_missing_project_is_fetched_too(
 ) -> None:
     publish(upstream)
     config = configure(tmp_path, upstream, filters="\n")
-    async with served(config) as url, ClientSession() as session:
-        async with session.get(f"{url}/simple/leaf/") as response:
-            assert response.status == 200
+    async with (
+        served(config) as url,
+        ClientSession() as session,
+        session.get(f"{url}/simple/leaf/") as response,
+    ):
+        assert response.status == 200
     assert mirrored(config) == {"leaf"}
 
 
@@ -256,7 +262,8 @@ def test_on_demand_needs_a_writable_directory_on_disk(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[serve\] on-demand: needs a writable"):
         asyncio.run(serve())
     path.write_text(
-        "[mirror]\ndirectory = m\n[serve]\non-demand = true\n[storage]\nbackend = s3\nbucket = mirror-bucket\n"
+        "[mirror]\ndirectory = m\n[serve]\non-demand = true\n"
+        "[storage]\nbackend = s3\nbucket = mirror-bucket\n"
     )
     with pytest.raises(ConfigError, match=r"\[serve\] on-demand: not supported with"):
         load_config(path)
