@@ -19,8 +19,10 @@ from mirror.config import Config, load_config
 from mirror.errors import ConfigError, StateError
 from mirror.filters import FilterSet, load_filters
 from mirror.lock import mirror_lock
+from mirror.models import Serial
 from mirror.ondemand import OnDemand
 from mirror.report import ProjectFailure, SyncReport
+from mirror.server import FetchAnswer, running_server
 from mirror.state import StateStore
 from mirror.status import read_status, render_status, status_json
 from mirror.testing import FakeUpstream, FaultPlan
@@ -338,3 +340,53 @@ async def test_the_negative_cache_expires_and_errors_of_a_batch_answer_503(tmp_p
             await fetcher(NormalizedName("c"))
             assert sync.calls == [["b", "c"], ["c"]]
             batches.cancel()
+
+
+class UncountedStore(StateStore):
+    """A state store whose request counts fail, as a locked database's would."""
+
+    def count_on_demand_requests(self, name: NormalizedName, count: int) -> None:
+        raise StateError(f"cannot count {name} ({count})")
+
+
+async def test_a_request_count_that_cannot_be_stored_is_only_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with UncountedStore.open(tmp_path / "mirror.db") as state:
+
+        async def sync(names: Sequence[NormalizedName]) -> SyncReport:
+            state.commit_project(
+                name=names[0], display_name="a", serial=Serial(1), status="active", delete=[]
+            )
+            return SyncReport(
+                serial=None,
+                projects_synced=1,
+                projects_removed=0,
+                failures=(),
+                files_downloaded=0,
+                bytes_downloaded=0,
+                files_deleted=0,
+                pending=0,
+                elapsed_seconds=0,
+            )
+
+        fetcher = OnDemand(filters=FilterSet(), state=state, sync=sync, timeout_seconds=5)
+        async with asyncio.TaskGroup() as group:
+            batches = group.create_task(fetcher.run_batches())
+            assert (await fetcher(NormalizedName("a"))).status == "ready"
+            await asyncio.sleep(0.1)
+            batches.cancel()
+    assert "cannot count the requests for a: " in caplog.text
+
+
+async def test_a_page_still_missing_after_a_ready_fetch_is_a_404(tmp_path: Path) -> None:
+    async def ready(name: NormalizedName) -> FetchAnswer:
+        del name
+        return FetchAnswer(status="ready")
+
+    async with (
+        running_server(tmp_path, port=0, on_missing=ready) as url,
+        ClientSession() as session,
+        session.get(f"{url}/simple/a/") as response,
+    ):
+        assert response.status == 404
