@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 NEGATIVE_TTL_SECONDS: Final = 600.0
 """How long a name upstream lacks is answered 404 without asking again."""
 
+NEGATIVE_CACHE_SIZE: Final = 10_000
+"""The most names the negative cache holds (a scanner asking for random names must
+not grow it without bound); the oldest go first."""
+
 LOCK_RETRY_SECONDS: Final = 1.0
 """How often a waiting batch tries the mirror lock while another run holds it."""
 
@@ -86,6 +90,7 @@ class OnDemand:
         sync: SyncProjects,
         timeout_seconds: float,
         negative_ttl_seconds: float = NEGATIVE_TTL_SECONDS,
+        negative_cache_size: int = NEGATIVE_CACHE_SIZE,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -94,6 +99,7 @@ class OnDemand:
         self._sync = sync
         self._timeout_seconds = timeout_seconds
         self._negative_ttl_seconds = negative_ttl_seconds
+        self._negative_cache_size = negative_cache_size
         self._clock = clock
         self._wall_clock = wall_clock
         self._fetches: dict[NormalizedName, _Fetch] = {}
@@ -138,6 +144,14 @@ class OnDemand:
         del self._absent[name]
         return False
 
+    def _remember_absent(self, name: NormalizedName) -> None:
+        now = self._clock()
+        if len(self._absent) >= self._negative_cache_size:
+            self._absent = {n: t for n, t in self._absent.items() if t > now}
+            while len(self._absent) >= self._negative_cache_size:
+                del self._absent[next(iter(self._absent))]
+        self._absent[name] = now + self._negative_ttl_seconds
+
     async def run_batches(self) -> None:
         """Fetch the waiting names, a batch at a time, until cancelled."""
         batches = self._batches
@@ -167,8 +181,10 @@ class OnDemand:
         """One ``--project`` run over ``names`` (waiting for the lock), and each
         name's outcome."""
         now = self._wall_clock()
+        listed = self._filters.included_names() or frozenset()
         for name in names:
-            await asyncio.to_thread(self._state.add_on_demand, name, now=now)
+            if name not in listed:  # an allowlisted name is not one added on demand
+                await asyncio.to_thread(self._state.add_on_demand, name, now=now)
         logger.info("on demand: fetching %s", ", ".join(names))
         while True:
             try:
@@ -185,12 +201,13 @@ class OnDemand:
                 outcomes[name] = "ready"
                 continue
             # Nothing mirrored: the name leaves the on-demand set again.
-            await asyncio.to_thread(self._state.drop_on_demand, name)
+            if name not in listed:
+                await asyncio.to_thread(self._state.drop_on_demand, name)
             if name in failed:
                 outcomes[name] = "failed"
             else:
                 logger.info("on demand: %s is not upstream (or the filters leave it out)", name)
-                self._absent[name] = self._clock() + self._negative_ttl_seconds
+                self._remember_absent(name)
                 outcomes[name] = "absent"
         return outcomes
 

@@ -281,6 +281,8 @@ class FakeSync:
         self.state = state
         self.errors = list(errors)
         self.calls: list[list[str]] = []
+        self.failing = True
+        """Whether the run reports its first name failed."""
 
     async def __call__(self, names: Sequence[NormalizedName]) -> SyncReport:
         self.calls.append(list(names))
@@ -290,7 +292,9 @@ class FakeSync:
             serial=None,
             projects_synced=0,
             projects_removed=0,
-            failures=(ProjectFailure(name=names[0], error="x", attempts=1, next_attempt=0),),
+            failures=(ProjectFailure(name=names[0], error="x", attempts=1, next_attempt=0),)
+            if self.failing
+            else (),
             files_downloaded=0,
             bytes_downloaded=0,
             files_deleted=0,
@@ -390,3 +394,50 @@ async def test_a_page_still_missing_after_a_ready_fetch_is_a_404(tmp_path: Path)
         session.get(f"{url}/simple/a/") as response,
     ):
         assert response.status == 404
+
+
+async def test_the_negative_cache_is_bounded_oldest_first(tmp_path: Path) -> None:
+    now = [0.0]
+    with StateStore.open(tmp_path / "mirror.db") as state:
+        sync = FakeSync(state)
+        fetcher = OnDemand(
+            filters=FilterSet(),
+            state=state,
+            sync=sync,
+            timeout_seconds=5,
+            negative_cache_size=2,
+            clock=lambda: now[0],
+        )
+        sync.failing = False
+        async with asyncio.TaskGroup() as group:
+            batches = group.create_task(fetcher.run_batches())
+            for name in ("a", "b"):
+                assert (await fetcher(NormalizedName(name))).status == "absent"
+                now[0] += 400
+            # "a" expired at 600: pruned; "b" stays; "c" joins.
+            assert (await fetcher(NormalizedName("c"))).status == "absent"
+            now[0] += 1
+            # Full of live names: the oldest ("b") goes for "d".
+            assert (await fetcher(NormalizedName("d"))).status == "absent"
+            sync.calls.clear()
+            await fetcher(NormalizedName("c"))
+            await fetcher(NormalizedName("d"))
+            await fetcher(NormalizedName("b"))
+            assert sync.calls == [["b"]]
+            batches.cancel()
+
+
+async def test_an_allowlisted_project_not_yet_synced_is_fetched_but_not_added_on_demand(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    publish(upstream)
+    config = configure(tmp_path, upstream)
+    async with (
+        served(config) as url,
+        ClientSession() as session,
+        session.get(f"{url}/simple/seed/") as response,
+    ):
+        assert response.status == 200
+    assert mirrored(config) == {"seed"}
+    with StateStore.open(config.directory / "mirror.db") as state:
+        assert state.on_demand_projects() == []
