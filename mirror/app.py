@@ -28,10 +28,12 @@ from mirror.errors import ConfigError
 from mirror.layout import state_path, web_root
 
 if TYPE_CHECKING:
+    from aiohttp.web import Application, RouteDef
+
     from mirror.adopt import AdoptReport, Tree
     from mirror.bandersnatchconf import Translation
     from mirror.progress import ProgressSink
-    from mirror.server import ProjectFetcher
+    from mirror.server import PageSerial, ProjectFetcher
     from mirror.sync import Syncer, SyncOptions, SyncReport
     from mirror.upstream import UpstreamSettings
     from mirror.verify import VerifyOutcome
@@ -431,3 +433,13 @@ async def adopt(
                 progress=progress,
             )
             return await adoption.run()
+
+
+@dataclass(slots=True, kw_only=True)
+class _ServerParts:
+    """What :func:`_server_parts` gathers for the server."""
+
+    extra_routes: list[RouteDef]
+    app: Application | None = None
+    page_serial: PageSerial | None = None
+    on_missing: ProjectFetcher | None = None
