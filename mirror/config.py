@@ -51,8 +51,10 @@ MetadataSource: TypeAlias = Literal["simple", "json"]
 METADATA_SOURCES: Final[frozenset[MetadataSource]] = frozenset(get_args(MetadataSource))
 
 _DEFAULT_UPSTREAM_URL: Final = "https://pypi.org"
-_DEFAULT_WORKERS: Final = 4
-_DEFAULT_DOWNLOAD_CONCURRENCY: Final = 16
+# Enough in flight for a 100 ms link (a project is about two round trips: its page,
+# then its files), and cheap on loopback (see the README, "Speed and the defaults").
+_DEFAULT_WORKERS: Final = 64
+_DEFAULT_DOWNLOAD_CONCURRENCY: Final = 64
 _DEFAULT_CONNECT_TIMEOUT_SECONDS: Final = 10.0
 _DEFAULT_READ_TIMEOUT_SECONDS: Final = 60.0
 _DEFAULT_RETRIES: Final = 5
@@ -78,8 +80,8 @@ _BUCKET_RE: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _REGION_RE: Final = re.compile(r"[a-z0-9-]+")
 _PREFIX_RE: Final = re.compile(r"(?:[A-Za-z0-9._-]+/)*")
 
-_WORKERS_RANGE: Final = (1, 64)
-_DOWNLOAD_CONCURRENCY_RANGE: Final = (1, 256)
+_WORKERS_RANGE: Final = (1, 256)
+_DOWNLOAD_CONCURRENCY_RANGE: Final = (1, 512)
 _RETRIES_RANGE: Final = (0, 20)
 # One second is short enough for tests; a week is as rare as a mirror can be useful.
 _INTERVAL_RANGE_SECONDS: Final = (1.0, 7 * 86400.0)

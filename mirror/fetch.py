@@ -13,6 +13,7 @@ import asyncio
 import functools
 import logging
 import posixpath
+from collections.abc import Mapping
 
 from mirror.errors import MirrorError
 from mirror.models import DistFile, PackagePath
@@ -66,16 +67,21 @@ class Fetcher:
         # matching file already there (a run killed after the rename but before
         # recording it, or an existing bandersnatch tree) is adopted, and temps a
         # killed download left are removed, as nothing else would ever find them.
-        missing = plan.adopt
-        found = await self._storage.adopt_all([(f.path, f.sha256, f.size) for f in missing])
-        adopted = {f.path: blob for f, blob in zip(missing, found, strict=True)}
+        # The .metadata downloaded beside its file (see _fetch_file) is looked for in
+        # the same step: that directory must not be swept while the file lands.
+        wanted: list[tuple[PackagePath, str, int | None]] = [
+            (f.path, f.sha256, f.size) for f in plan.adopt
+        ]
+        wanted += _sidecars_beside(plan)
+        found = await self._storage.adopt_all(wanted)
+        adopted = {path: blob for (path, _, _), blob in zip(wanted, found, strict=True)}
         errors: list[MirrorError] = []
         records: list[StoredFile] = []
 
         async def fetch(task: FileFetch) -> None:
             dist = task.dist
             try:
-                record, metadata_error = await self._fetch_file(plan, task, adopted.get(dist.path))
+                record, metadata_error = await self._fetch_file(plan, task, adopted)
             except MirrorError as exc:
                 logger.warning("%s: %s", dist.filename, exc)
                 errors.append(exc)
@@ -108,20 +114,24 @@ class Fetcher:
         return recorded
 
     async def _fetch_file(
-        self, plan: ProjectPlan, task: FileFetch, adopted: StoredBlob | None
+        self, plan: ProjectPlan, task: FileFetch, found: Mapping[PackagePath, StoredBlob | None]
     ) -> tuple[StoredFile, MirrorError | None]:
         """Bring one file (and its ``.metadata``) onto the disk, verified; return its
         row to record and the sidecar's error, if only the sidecar failed (the file
         itself is then recorded, so that the next run fetches the sidecar alone).
-        ``adopted``: the file found on disk already (its directory is then swept)."""
+        ``found``: what the look at the disk found (the file's directory was then
+        swept)."""
         dist = task.dist
+        adopted = found.get(dist.path)
         async with self._slots:
             derive = task.derive_metadata
+            metadata: StoredBlob | None = None
+            metadata_error: MirrorError | None = None
             if task.recorded is not None:
                 blob = StoredBlob(sha256=task.recorded.sha256, size=task.recorded.size)
             elif adopted is not None:
                 blob = adopted
-            else:
+            elif derive or not task.fetch_metadata:
                 # A wheel's .metadata is written from the wheel in the same step when
                 # its METADATA hashes to the advertised sha256: no second request.
                 derivation = None
@@ -132,29 +142,54 @@ class Fetcher:
                     dist.path, dist.url, dist.sha256, dist.size, derivation=derivation
                 )
                 derive = False
-            metadata: StoredBlob | None = None
-            metadata_error: MirrorError | None = None
-            if task.fetch_metadata:
+                if blob.derived is not None:
+                    self._tally.derived()
+                    return _stored(plan, dist, blob, blob.derived), None
+            else:
+                # A .metadata that cannot come from the file is fetched beside it, not
+                # after it: one round trip for both.
+                # (Not a TaskGroup: the file's own error must come out as it is. The
+                # sidecar's task returns its error, and is over before this returns.)
+                sidecar = asyncio.ensure_future(self._sidecar_beside(dist, found))
                 try:
-                    if blob.derived is not None:
-                        self._tally.derived()
-                        metadata = blob.derived
-                    else:
-                        metadata = await self._fetch_metadata(
-                            dist, derive=derive, swept=task.recorded is None
-                        )
-                except MirrorError as exc:
-                    metadata_error = exc
-        record = StoredFile(
-            path=dist.path,
-            project=plan.name,
-            filename=dist.filename,
-            size=blob.size,
-            sha256=blob.sha256,
-            metadata_sha256=metadata.sha256 if metadata is not None else None,
-            metadata_size=metadata.size if metadata is not None else None,
-        )
-        return record, metadata_error
+                    blob = await self._download(dist.path, dist.url, dist.sha256, dist.size)
+                except BaseException:
+                    sidecar.cancel()
+                    raise
+                finally:
+                    await asyncio.wait([sidecar])
+                metadata, metadata_error = sidecar.result()
+                return _stored(plan, dist, blob, metadata), metadata_error
+            if task.fetch_metadata:
+                metadata, metadata_error = await self._metadata_or_error(
+                    dist, derive=derive, swept=task.recorded is None
+                )
+        return _stored(plan, dist, blob, metadata), metadata_error
+
+    async def _sidecar_beside(
+        self, dist: DistFile, found: Mapping[PackagePath, StoredBlob | None]
+    ) -> tuple[StoredBlob | None, MirrorError | None]:
+        """The ``.metadata`` downloaded while its file is (adopted when the look at
+        the disk found it), without touching the directory the file lands in; its
+        MirrorError returned rather than raised."""
+        adopted = found.get(dist.metadata_path)
+        if adopted is not None:
+            return adopted, None
+        try:
+            sha256 = dist.core_metadata_sha256
+            return await self._download(dist.metadata_path, dist.metadata_url, sha256, None), None
+        except MirrorError as exc:
+            return None, exc
+
+    async def _metadata_or_error(
+        self, dist: DistFile, *, derive: bool, swept: bool
+    ) -> tuple[StoredBlob | None, MirrorError | None]:
+        """:meth:`_fetch_metadata`, its MirrorError returned rather than raised (the
+        file itself is recorded all the same)."""
+        try:
+            return await self._fetch_metadata(dist, derive=derive, swept=swept), None
+        except MirrorError as exc:
+            return None, exc
 
     async def _fetch_metadata(self, dist: DistFile, *, derive: bool, swept: bool) -> StoredBlob:
         """The file's PEP 658 sidecar, verified on disk: taken from the wheel on disk
@@ -211,4 +246,32 @@ def _derivation(dist: DistFile, sha256: str) -> Derivation:
             wheel_metadata, filename=dist.filename, max_bytes=MAX_UNSIZED_FILE_BYTES
         ),
         sha256=sha256,
+    )
+
+
+def _sidecars_beside(plan: ProjectPlan) -> list[tuple[PackagePath, str, int | None]]:
+    """``(path, sha256, None)`` of the ``.metadata`` (of known sha256) fetched beside
+    its file, being one that cannot be derived from it."""
+    return [
+        (task.dist.metadata_path, sha256, None)
+        for task in plan.fetch
+        if task.recorded is None
+        and task.fetch_metadata
+        and not task.derive_metadata
+        and (sha256 := task.dist.core_metadata_sha256) is not None
+    ]
+
+
+def _stored(
+    plan: ProjectPlan, dist: DistFile, blob: StoredBlob, metadata: StoredBlob | None
+) -> StoredFile:
+    """The row to record for ``dist`` stored as ``blob`` (with its sidecar)."""
+    return StoredFile(
+        path=dist.path,
+        project=plan.name,
+        filename=dist.filename,
+        size=blob.size,
+        sha256=blob.sha256,
+        metadata_sha256=metadata.sha256 if metadata is not None else None,
+        metadata_size=metadata.size if metadata is not None else None,
     )

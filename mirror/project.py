@@ -20,7 +20,7 @@ from typing import Literal
 
 from packaging.utils import NormalizedName
 
-from mirror.errors import ProjectNotFoundError
+from mirror.errors import MirrorError, ProjectNotFoundError
 from mirror.fetch import Fetcher
 from mirror.filters import FilterSet
 from mirror.filters.lockfiles import LockedFile
@@ -72,6 +72,30 @@ class ProjectSync:
         if excluded is not None:
             await self.remove(item.name, why=f"left out by {excluded}")
             return True
+        # A project first seen without its display name (``--project``, the
+        # dependency closure) has it looked up beside its page, not after it. Not in
+        # a TaskGroup: that would wrap the project's own error in a group. The task
+        # never raises (it returns its error), and it is over when this returns.
+        lookup = (
+            asyncio.ensure_future(self._display_name_aside(item.name))
+            if item.display_name is None and self._metadata_source == "simple"
+            else None
+        )
+        try:
+            return await self._sync_detail(item, filters, lookup)
+        finally:
+            if lookup is not None:
+                lookup.cancel()
+                await asyncio.wait([lookup])
+
+    async def _sync_detail(
+        self,
+        item: TodoItem,
+        filters: FilterSet,
+        lookup: asyncio.Task[str | MirrorError | None] | None,
+    ) -> bool:
+        """:meth:`sync` once past the name filters; ``lookup`` gives the display name
+        when the plan does not know it."""
         min_serial = item.serial if item.serial > 0 else None
         try:
             detail = await self._upstream.project_detail(
@@ -91,7 +115,12 @@ class ProjectSync:
             await self.remove(item.name, why=f"left out by {outcome.drops[-1]}")
             return True
         plan = await self._carry_out_downloads(outcome.detail, item)
-        display_name = plan.display_name or await self._display_name_from_json(item.name)
+        display_name = plan.display_name
+        if display_name is None:
+            found = await lookup if lookup is not None else None
+            if isinstance(found, MirrorError):
+                raise found
+            display_name = found or await self._display_name_from_json(item.name)
         await self._pages.write_project(plan.publish, display_name)
         if self._keep_json:
             await self._write_json_api(item.name)
@@ -164,6 +193,18 @@ class ProjectSync:
             recorded_display_name=plan.display_name,
             uploaded_before=uploaded_before,
         )
+
+    async def _display_name_aside(self, name: NormalizedName) -> str | MirrorError | None:
+        """The display name of a project queued without one: the committed one, else
+        upstream's JSON API's. Runs beside the project's page; its failure is returned
+        (raised only if the name turns out to be needed)."""
+        row = await asyncio.to_thread(self._state.project, name)
+        if row is not None:
+            return row.display_name
+        try:
+            return await self._display_name_from_json(name)
+        except MirrorError as exc:
+            return exc
 
     async def _display_name_from_json(self, name: NormalizedName) -> str:
         """The project's name as its author spells it, for a project first seen through

@@ -10,7 +10,9 @@ Every failure leaves this module as a :class:`~mirror.errors.MirrorError`: aioht
 XML and JSON exceptions are translated here, with ``raise ... from exc``.
 Timeouts, connection resets, truncated bodies, HTTP 429 and 5xx, rate-limit faults and
 stale serials are retried with exponential back-off and full jitter (honouring
-``Retry-After``); everything else fails at once. URLs in messages and logs have their
+``Retry-After``, which then holds back every request the client starts until it has
+passed: at dozens of requests in flight, upstream's "slow down" is for all of them);
+everything else fails at once. URLs in messages and logs have their
 credentials removed (:func:`redact_url`).
 
 Safe defaults: TLS certificates are verified (against the system's CAs, or the
@@ -24,6 +26,7 @@ to the caller's store, which stops at the advertised size.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import json
 import logging
@@ -32,6 +35,7 @@ import platform
 import random
 import re
 import ssl
+import time
 import xmlrpc.client
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
@@ -81,6 +85,8 @@ MAX_XMLRPC_BYTES: Final = 512 * 1024 * 1024
 """Largest XML-RPC answer read (PyPI's full listing is about 35-70 MB of XML)."""
 
 _CHUNK_BYTES: Final = 1024 * 1024
+# Pages up to this size are parsed on the event loop (~0.1 ms), bigger ones in a thread.
+_INLINE_PARSE_BYTES: Final = 64 * 1024
 # Warehouse's rate-limit fault: "HTTPTooManyRequests: ... Limit may reset in N seconds."
 _RATE_LIMIT_MARKER: Final = "HTTPTooManyRequests"
 _RATE_LIMIT_RESET_RE: Final = re.compile(r"reset in (\d+) seconds?")
@@ -163,10 +169,15 @@ class Upstream:
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._base = settings.base_url.rstrip("/")
         self._sleep = sleep
+        self._clock = clock
+        self._paused_until = -math.inf
+        """Upstream's last ``Retry-After`` ends then (``clock`` time): every request
+        of the run waits for it, not only the one that was told."""
         # Jitter only spreads retries out; it needs no cryptographic strength.
         self._rng = rng if rng is not None else random.Random()  # noqa: S311
         self._session: aiohttp.ClientSession | None = None
@@ -346,9 +357,11 @@ class Upstream:
                 body = await _read_capped(r, target, self._settings.max_page_bytes)
                 page_url = str(r.url)
             fallback = header_serial if header_serial is not None else min_serial
-            detail = await asyncio.to_thread(
+            parse = functools.partial(
                 _parse_detail, body, name=name, page_url=page_url, serial=fallback, source=source
             )
+            # Most pages are a few kB: parsed here in less time than a thread hop takes.
+            detail = parse() if len(body) <= _INLINE_PARSE_BYTES else await asyncio.to_thread(parse)
             # The header, when sent, is the authority: a mirror upstream of us sends its
             # own serial there while its pages carry the serials of its upstream.
             if min_serial is not None and header_serial is None and detail.serial < min_serial:
@@ -450,6 +463,11 @@ class Upstream:
         BodySizeError does not: the next answer would be the same)."""
         retries = self._settings.retries
         number = 0
+        # A request starting while upstream asked us to wait waits too (a retry
+        # already waits at least that long: its back-off honours the hint).
+        paused = self._paused_until - self._clock()
+        if paused > 0:
+            await self._sleep(paused)
         while True:
             try:
                 return await attempt(number)
@@ -457,6 +475,9 @@ class Upstream:
                 if number >= retries or isinstance(exc, BodySizeError):
                     raise
                 delay = self._backoff_seconds(number, exc)
+                hint = exc.retry_after_seconds if isinstance(exc, TransientUpstreamError) else None
+                if delay is not None and hint is not None:
+                    self._paused_until = max(self._paused_until, self._clock() + hint)
                 if delay is None:
                     logger.warning("%s: %s; upstream asks for a longer wait, giving up", what, exc)
                     raise

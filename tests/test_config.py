@@ -69,8 +69,8 @@ def test_defaults_apply_when_only_directory_is_set() -> None:
     assert config == Config(
         directory=Path("/srv/mirror"),
         upstream_url="https://pypi.org",
-        workers=4,
-        download_concurrency=16,
+        workers=64,
+        download_concurrency=64,
         connect_timeout_seconds=10.0,
         read_timeout_seconds=60.0,
         retries=5,
@@ -118,9 +118,9 @@ VALID = [
         "https://user:secret@index.example",
     ),
     ("workers = 1", "workers", 1),
-    ("workers = 64", "workers", 64),
+    ("workers = 256", "workers", 256),
     ("download-concurrency = 1", "download_concurrency", 1),
-    ("download-concurrency = 256", "download_concurrency", 256),
+    ("download-concurrency = 512", "download_concurrency", 512),
     ("connect-timeout = 3", "connect_timeout_seconds", 3.0),
     ("connect-timeout = 1.5", "connect_timeout_seconds", 1.5),
     ("connect-timeout = 500ms", "connect_timeout_seconds", 0.5),
@@ -190,16 +190,16 @@ INVALID = [
     ("upstream = http://pypi.org", "upstream", "refused unless allow-non-https = true"),
     ("upstream =", "upstream", "expected an http:// or https:// URL"),
     ("master = http://pypi.org", "master", "refused unless allow-non-https = true"),
-    ("workers = 0", "workers", "must be between 1 and 64, got 0"),
-    ("workers = 65", "workers", "must be between 1 and 64, got 65"),
-    ("workers = -1", "workers", "must be between 1 and 64, got -1"),
+    ("workers = 0", "workers", "must be between 1 and 256, got 0"),
+    ("workers = 257", "workers", "must be between 1 and 256, got 257"),
+    ("workers = -1", "workers", "must be between 1 and 256, got -1"),
     ("workers = four", "workers", "expected a whole number, got 'four'"),
     ("workers = 4.0", "workers", "expected a whole number"),
     ("workers = 4_0", "workers", "expected a whole number"),
     ("workers =", "workers", "expected a whole number, got ''"),
     ("workers = 4  # more", "workers", "comments must be on a line of their own"),
-    ("download-concurrency = 0", "download-concurrency", "between 1 and 256"),
-    ("download-concurrency = 257", "download-concurrency", "between 1 and 256"),
+    ("download-concurrency = 0", "download-concurrency", "between 1 and 512"),
+    ("download-concurrency = 513", "download-concurrency", "between 1 and 512"),
     ("download-concurrency = lots", "download-concurrency", "expected a whole number"),
     ("retries = -1", "retries", "between 0 and 20"),
     ("retries = 21", "retries", "between 0 and 20"),
@@ -521,10 +521,10 @@ def test_non_utf8_file_is_a_config_error_naming_the_path(tmp_path: Path) -> None
 
 def test_load_config_reports_errors_inside_the_file(tmp_path: Path) -> None:
     path = tmp_path / "mirror.conf"
-    path.write_text("[mirror]\ndirectory = /srv/mirror\nworkers = 100\n", encoding="utf-8")
+    path.write_text("[mirror]\ndirectory = /srv/mirror\nworkers = 1000\n", encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert str(info.value) == "[mirror] workers: must be between 1 and 64, got 100"
+    assert str(info.value) == "[mirror] workers: must be between 1 and 256, got 1000"
 
 
 def test_example_config_parses_to_the_documented_defaults() -> None:

@@ -580,3 +580,62 @@ async def test_a_sidecar_already_on_disk_is_adopted_not_downloaded(
     assert report.files_downloaded == 0
     assert published_files(runner.web, "app")["app-1.0.tar.gz"].core_metadata
     await assert_matches_upstream(runner.directory, upstream)
+
+
+async def test_a_metadata_that_cannot_be_derived_is_fetched_beside_its_file(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    """The sdist's answer waits for its ``.metadata`` to be asked for: fetched one
+    after the other, the sync would stall until the sdist gives up waiting."""
+    metadata = b"Metadata-Version: 2.1\nName: app\nVersion: 1.0\n\n"
+    sdist = b"sdist bytes"
+    upstream.add_file("app", "1.0", "app-1.0.tar.gz", sdist, metadata=metadata)
+    path = "/" + upstream.file_url("app", "app-1.0.tar.gz").split("/", 3)[3]
+    asked = asyncio.Event()
+    overlapped: list[bool] = []
+
+    async def sidecar_chunks() -> AsyncIterator[bytes]:
+        asked.set()
+        yield metadata
+
+    async def sdist_chunks() -> AsyncIterator[bytes]:
+        try:
+            await asyncio.wait_for(asked.wait(), timeout=5)
+        except TimeoutError:
+            overlapped.append(False)
+        else:
+            overlapped.append(True)
+        yield sdist
+
+    upstream.serve_raw(f"{path}.metadata", RawAnswer(chunks=sidecar_chunks))
+    upstream.serve_raw(path, RawAnswer(chunks=sdist_chunks))
+    report = await runner.sync()
+    assert report.ok
+    assert overlapped == [True]
+    assert (runner.web / f"{path[1:]}.metadata").read_bytes() == metadata
+    await assert_matches_upstream(runner.directory, upstream)
+
+
+async def test_an_explicit_known_project_asks_nothing_for_its_display_name(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    seed(upstream)
+    assert (await runner.sync()).ok
+    upstream.request_log.clear()
+    report = await runner.sync(projects=["beta.lib"])
+    assert report.ok
+    assert [path for _, path in upstream.request_log if path.startswith("/pypi/")] == []
+    root = json.loads((runner.web / "simple" / "index.v1_json").read_bytes())
+    assert "beta.lib" in [p["name"] for p in root["projects"]]
+
+
+async def test_a_failed_display_name_lookup_fails_the_new_project_only_when_needed(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    seed(upstream)
+    upstream.fail_next("/pypi/beta.lib/json", status=500, times=10)
+    upstream.fail_next("/pypi/beta-lib/json", status=500, times=10)
+    report = await runner.sync(projects=["beta.lib"])
+    assert [f.name for f in report.failures] == ["beta-lib"]
+    assert "500" in report.failures[0].error
+    assert not (runner.web / "simple" / "beta-lib").exists()

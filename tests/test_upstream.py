@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import hashlib
 import json
 import random
@@ -1030,3 +1031,78 @@ def test_settings_from_config_carry_every_upstream_key(tmp_path: Path) -> None:
     assert settings.retries == 2
     assert settings.max_connections == 9
     assert "ops@example.org" in settings.user_agent
+
+
+# --- over a real network: keep-alive, gzip, upstream's "slow down" ------------------------
+
+
+async def test_pages_are_asked_for_with_gzip_and_decoded() -> None:
+    seen = Seen()
+
+    async def gzipped(request: web.Request) -> web.StreamResponse:
+        body = gzip.compress(simple_page(serial=3))
+        headers = {"Content-Encoding": "gzip", "X-PyPI-Last-Serial": "3"}
+        return web.Response(body=body, content_type=SIMPLE_JSON_TYPE, headers=headers)
+
+    async with serving({("GET", "/simple/foo/"): gzipped}, seen) as base, client(base) as upstream:
+        detail = await upstream.project_detail(FOO, min_serial=Serial(3))
+    assert [dist.filename for dist in detail.files] == ["foo-1.0.tar.gz"]
+    assert "gzip" in seen.requests[0][2]["Accept-Encoding"]
+
+
+async def test_a_big_page_is_parsed_like_a_small_one() -> None:
+    files = [
+        {
+            "filename": f"foo-1.{n}.tar.gz",
+            "url": f"../../packages/aa/bb/{n:04d}/foo-1.{n}.tar.gz",
+            "hashes": {"sha256": SHA_A},
+            "size": 10,
+        }
+        for n in range(1000)
+    ]
+    page = {"name": "foo", "files": files, "meta": {"api-version": "1.4", "_last-serial": 3}}
+    body = json.dumps(page).encode()
+    assert len(body) > 64 * 1024  # parsed off the event loop
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, content_type=SIMPLE_JSON_TYPE)
+
+    async with serving({("GET", "/simple/foo/"): big}) as base, client(base) as upstream:
+        detail = await upstream.project_detail(FOO, min_serial=None)
+    assert len(detail.files) == 1000
+    assert detail.files[999].path == "packages/aa/bb/0999/foo-1.999.tar.gz"
+
+
+async def test_requests_reuse_kept_alive_connections() -> None:
+    peers: set[object] = set()
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        peers.add(request.transport.get_extra_info("peername"))
+        return simple_response(header_serial=3)()
+
+    routes = {("GET", "/simple/foo/"): page}
+    async with serving(routes) as base, client(base, max_connections=4) as upstream:
+        for _ in range(5):
+            await upstream.project_detail(FOO, min_serial=None)
+        await asyncio.gather(*(upstream.project_detail(FOO, min_serial=None) for _ in range(40)))
+    # One connection for the five in a row, at most four (the limit) for the forty.
+    assert 1 <= len(peers) <= 4
+
+
+async def test_retry_after_on_a_page_holds_back_every_request_until_it_passes() -> None:
+    sleep = RecordingSleep()
+    now = [100.0]
+    handler = sequence(status(429, {"Retry-After": "7"}), simple_response(header_serial=3))
+    async with serving({("GET", "/simple/foo/"): handler}) as base:
+        settings = UpstreamSettings(base_url=base)
+        upstream = Upstream(settings, sleep=sleep, rng=random.Random(0), clock=lambda: now[0])
+        async with upstream:
+            await upstream.project_detail(FOO, min_serial=None)
+            assert sleep.delays == [7.0]  # the one told waited at least as long
+            now[0] += 2.5
+            await upstream.project_detail(FOO, min_serial=None)
+            assert sleep.delays == [7.0, 4.5]  # the next one waits for the rest
+            now[0] += 5.0
+            await upstream.project_detail(FOO, min_serial=None)
+    assert sleep.delays == [7.0, 4.5]  # over: no more waiting
