@@ -1081,7 +1081,7 @@ async def test_requests_reuse_kept_alive_connections() -> None:
         peers.add(request.transport.get_extra_info("peername"))
         return simple_response(header_serial=3)()
 
-    routes = {("GET", "/simple/foo/"): page}
+    routes: dict[tuple[str, str], Handler] = {("GET", "/simple/foo/"): page}
     async with serving(routes) as base, client(base, max_connections=4) as upstream:
         for _ in range(5):
             await upstream.project_detail(FOO, min_serial=None)
