@@ -215,6 +215,53 @@ async def status(
     )
 
 
+async def delete(
+    config: Config,
+    names: Sequence[NormalizedName],
+    *,
+    undo: bool = False,
+    reason: str | None = None,
+    clock: Callable[[], float] | None = None,
+) -> list[str]:
+    """``mirror delete``: take ``names`` out of ``config``'s mirror (disk or bucket)
+    and keep them out or, with ``undo``, let them back in (queued for the next sync);
+    without ``names``, list what is kept out. Returns the lines to print. Holds the
+    mirror lock (and the bucket's) like a sync.
+
+    Raises ConfigError (the directory), LockedError, StateError, StorageError.
+    """
+    import asyncio  # noqa: PLC0415  # see the module docstring
+    import time  # noqa: PLC0415
+
+    from mirror import deletion  # noqa: PLC0415
+    from mirror.lock import mirror_lock  # noqa: PLC0415
+    from mirror.state import StateStore  # noqa: PLC0415
+    from mirror.storage.backend import open_backend  # noqa: PLC0415
+
+    now = (clock or time.time)()
+    directory = mirror_directory(config)
+    async with AsyncExitStack() as stack:
+        stack.enter_context(mirror_lock(directory))
+        state = stack.enter_context(StateStore.open(state_path(directory)))
+        if not names:
+            return deletion.render_exclusions(await asyncio.to_thread(state.exclusions))
+        if undo:
+            lifted = await asyncio.to_thread(deletion.lift, state, names, now=now)
+            return deletion.render_lifted(names, lifted)
+        storage = await stack.enter_async_context(
+            open_backend(config, web_root(directory), lock=True)
+        )
+        deleted = await deletion.delete_projects(
+            state=state,
+            storage=storage,
+            names=names,
+            formats=config.formats,
+            reason=reason or deletion.DEFAULT_REASON,
+            now=now,
+        )
+        return deletion.render_deleted(deleted)
+
+
 async def filters_dry_run(config: Config, names: Sequence[NormalizedName]) -> list[str]:
     """The ``mirror filters`` report, as lines: what ``config``'s filters keep and leave
     out of each of ``names``, from upstream's detail; nothing is written."""

@@ -158,6 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     filters_command.add_argument("names", nargs="+", metavar="PROJECT", help="project names")
+    delete_command = commands.add_parser(
+        "delete",
+        parents=[common],
+        help="take projects out of the mirror and keep them out (takedowns)",
+        description=(
+            "Delete the projects' pages, then their files and state rows, rewrite the "
+            "root index, and keep them out of every later sync (an exclusion held in "
+            "the state store, shown by `mirror status`). --undo lets them back in (the "
+            "next sync mirrors them again); without projects, list the exclusions. "
+            "Takes the mirror lock. Works on disk and in an S3 bucket."
+        ),
+    )
+    delete_command.add_argument("names", nargs="*", metavar="PROJECT", help="project names")
+    delete_command.add_argument(
+        "--undo", action="store_true", help="lift the exclusion of the projects instead"
+    )
+    delete_command.add_argument(
+        "--list", action="store_true", help="list the projects kept out (the default without names)"
+    )
+    delete_command.add_argument("--reason", help="why, kept with the exclusion (a ticket, a URL)")
     verify_command = commands.add_parser(
         "verify",
         parents=[common],
@@ -318,6 +338,19 @@ def _run_filters(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_delete(args: argparse.Namespace) -> int:
+    """``mirror delete``: takedowns (see mirror.deletion)."""
+    if args.list and args.names:
+        raise ConfigError("mirror delete --list takes no project names")
+    if args.undo and not args.names:
+        raise ConfigError("mirror delete --undo needs the project names to let back in")
+    config = load_config(args.config)
+    names = _project_names(args.names) or []
+    lines = asyncio.run(app.delete(config, names, undo=args.undo, reason=args.reason))
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    return EXIT_OK
+
+
 def _run_verify(args: argparse.Namespace) -> int:
     """``mirror verify``: the integrity check (see mirror.verify)."""
     from mirror.verify import render_json, render_text  # noqa: PLC0415  # see the imports
@@ -373,6 +406,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "filters": _run_filters,
     "verify": _run_verify,
     "adopt": _run_adopt,
+    "delete": _run_delete,
 }
 
 
@@ -404,7 +438,7 @@ def _project_names(raw: list[str] | None) -> list[NormalizedName] | None:
         try:
             names.append(project_name(name))
         except MalformedResponseError as exc:
-            raise ConfigError(f"--project {name!r} is not a valid project name") from exc
+            raise ConfigError(f"{name!r} is not a valid project name") from exc
     return names
 
 

@@ -20,7 +20,9 @@ The JSON form (:func:`status_json`) is for scripts; its keys are stable:
 with ``name``, ``attempts``, ``last_error``, ``next_attempt``), ``on_demand`` (the
 projects ``mirror serve`` added on demand: ``name``, ``added``, ``requests``),
 ``on_demand_requests`` (their requests in all), ``missing_locked`` (locked files
-upstream no longer has: ``name``, ``version``, ``filename``, ``sha256``), and, when asked for,
+upstream no longer has: ``name``, ``version``, ``filename``, ``sha256``), ``excluded``
+(the projects ``mirror delete`` keeps out: objects with ``name``, ``display_name``,
+``since``, ``reason``), and, when asked for,
 ``history`` (a list of ``finished``, ``serial``, ``projects``, ``files``, ``bytes``)
 and ``recount`` (see :class:`RecountReport`).
 """
@@ -41,7 +43,7 @@ from humanfriendly import format_size, format_timespan
 from mirror.errors import StateError
 from mirror.filters.lockfiles import LockedFile
 from mirror.models import Serial
-from mirror.state import DemandedProject, RunRecord, StateStore, TodoItem, Totals
+from mirror.state import DemandedProject, Exclusion, RunRecord, StateStore, TodoItem, Totals
 from mirror.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -73,6 +75,8 @@ class MirrorStatus:
     def on_demand_requests(self) -> int:
         """Requests answered by an on-demand fetch, in all."""
         return sum(project.requests for project in self.on_demand)
+    excluded: tuple[Exclusion, ...] = ()
+    """The projects ``mirror delete`` keeps out."""
 
     @property
     def lag(self) -> int | None:
@@ -140,6 +144,7 @@ def read_status(
         held_back=state.held_count(),
         on_demand=tuple(state.on_demand_projects()),
         missing_locked=tuple(state.missing_locked()),
+        excluded=tuple(state.exclusions()),
     )
 
 
@@ -263,6 +268,10 @@ def render_status(status: MirrorStatus) -> str:
             f"locked, missing:  {len(status.missing_locked)} file(s) upstream no longer has"
         )
         lines.extend(f"  {locked}" for locked in status.missing_locked)
+    lines.append(f"kept out:         {len(status.excluded)} project(s)")
+    lines.extend(
+        f"  {item.name}: since {_when(item.since)}: {item.reason}" for item in status.excluded
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -367,6 +376,14 @@ def status_json(
         "missing_locked": [
             {"name": f.name, "version": f.version, "filename": f.filename, "sha256": f.sha256}
             for f in status.missing_locked
+        "excluded": [
+            {
+                "name": item.name,
+                "display_name": item.display_name,
+                "since": item.since,
+                "reason": item.reason,
+            }
+            for item in status.excluded
         ],
     }
     if history is not None:

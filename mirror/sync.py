@@ -31,7 +31,7 @@ from typing import Literal
 
 from packaging.utils import NormalizedName
 
-from mirror import changes, closure
+from mirror import changes, closure, deletion
 from mirror.errors import JournalPrunedError, MirrorError, StorageError, XmlRpcFaultError
 from mirror.fetch import Fetcher
 from mirror.filters import FilterSet
@@ -156,6 +156,7 @@ class _Run:
         self._clock = clock
         self._progress = progress
         self._tally = Tally()
+        self._excluded: frozenset[NormalizedName] = frozenset()
         self._pages = PageWriter(storage=storage, state=state, formats=options.formats)
         self._projects = ProjectSync(
             upstream=upstream,
@@ -181,10 +182,12 @@ class _Run:
     async def run(self, projects: Sequence[NormalizedName] | None) -> SyncReport:
         """See :meth:`Syncer.run`."""
         started = time.monotonic()
-        started_at = self._clock()
+        started_at = now = self._clock()
         tally = self._tally
         upstream_serial: Serial | None = None
         await self._begin()
+        self._excluded, removed = await deletion.finish_stopped(self._state, self._storage, now)
+        tally.root_dirty |= removed
         needs = await self._load_needs()
         # The filters of this run, with the dependency closure the last run found.
         filters = (
@@ -199,7 +202,7 @@ class _Run:
             upstream_serial = await self._queue_changes(filters)
             line = self._clock() - self._options.cooldown  # held files now due, queued
             await asyncio.to_thread(self._state.queue_due_held, line, self._clock())
-            now = self._clock()
+            now = self._clock()  # after the queueing: what it queued is due
             count = await asyncio.to_thread(self._state.due_count, now)
             pages = self._state.due_pages(now)
         logger.info("%d project(s) to sync", count)
@@ -458,6 +461,9 @@ class _Run:
     async def _sync_one(self, item: TodoItem, filters: FilterSet) -> None:
         """Sync one project and record its outcome."""
         started = time.monotonic()
+        if item.name in self._excluded:  # named by --project or the closure, never queued
+            logger.warning(deletion.KEPT_OUT, item.name, item.name)
+            return
         try:
             removed = await self._projects.sync(item, filters)
         except MirrorError as exc:

@@ -15,7 +15,8 @@ lock, transactions, migrations), :mod:`~mirror.state.schema`,
 :mod:`~mirror.state.meta`, :mod:`~mirror.state.inventory`,
 :mod:`~mirror.state.queue`, :mod:`~mirror.state.history`, :mod:`~mirror.state.journal`,
 :mod:`~mirror.state.timeline` (file history, held files), :mod:`~mirror.state.seeds`
-(on-demand projects, missing locked files), and
+(on-demand projects, missing locked files),
+:mod:`~mirror.state.exclusions` (the projects ``mirror delete`` keeps out), and
 :mod:`~mirror.state.store`, whose :class:`StateStore` is all of them on one
 connection. Import from here.
 """
@@ -31,6 +32,7 @@ from mirror.state.keys import (
     UNFINISHED_META_KEY,
 )
 from mirror.state.records import (
+    Exclusion,
     HistoryFile,
     Moment,
     ProjectRow,
@@ -55,6 +57,7 @@ __all__ = [
     "STATE_NAME",
     "UNFINISHED_META_KEY",
     "DemandedProject",
+    "Exclusion",
     "HistoryEntry",
     "HistoryFile",
     "JournalRow",

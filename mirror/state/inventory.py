@@ -433,6 +433,16 @@ def _drop_files(
     return garbage
 
 
+def make_garbage_due(connection: sqlite3.Connection, paths: Iterable[str]) -> list[PackagePath]:
+    """Inside the caller's transaction, make those of ``paths`` that wait in the garbage
+    table (retained for ``keep-removed``) due for unlinking now; return them."""
+    due: list[PackagePath] = []
+    for path in paths:
+        if connection.execute("UPDATE garbage SET not_before = 0 WHERE path = ?", (path,)).rowcount:
+            due.append(PackagePath(path))
+    return due
+
+
 def _counters(connection: sqlite3.Connection) -> dict[str, int]:
     return {str(name): int(value) for name, value in connection.execute("SELECT * FROM counters")}
 

@@ -40,10 +40,14 @@ class TodoQueue(StoreCore):
         and the item is due at ``now`` (its attempt count and last error are kept).
         Then, when ``mirror_serial`` is given, the mirror serial is set to it. Because
         both happen or neither does, every change up to the mirror serial is always
-        applied or queued.
+        applied or queued. Projects ``mirror delete`` keeps out
+        (:mod:`~mirror.state.exclusions`) are left out.
         """
         names = display_names or {}
         with self._transaction() as connection:
+            excluded = _excluded(connection)
+            if excluded:
+                changes = {name: s for name, s in changes.items() if name not in excluded}
             connection.executemany(
                 "INSERT INTO todo"
                 " (name, serial, display_name, attempts, next_attempt, last_error)"
@@ -143,6 +147,12 @@ def drop_todo(connection: sqlite3.Connection, name: NormalizedName) -> None:
     """Inside the caller's transaction, drop the todo item of ``name`` (a project
     removed from the mirror)."""
     connection.execute("DELETE FROM todo WHERE name = ?", (name,))
+
+
+def _excluded(connection: sqlite3.Connection) -> frozenset[str]:
+    """The projects kept out of the queue: the ``excluded`` table, read in the
+    caller's transaction (its writes are :mod:`mirror.state.exclusions`')."""
+    return frozenset(row[0] for row in connection.execute("SELECT name FROM excluded"))
 
 
 def _todo_item(row: tuple[str, int, str | None, int, float, str | None]) -> TodoItem:

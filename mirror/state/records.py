@@ -153,3 +153,14 @@ class Moment:
     def __post_init__(self) -> None:
         if (self.at is None) == (self.serial is None):
             raise ValueError("a moment is a time or a serial, exactly one of the two")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exclusion:
+    """A project ``mirror delete`` took out of the mirror and keeps out."""
+
+    name: NormalizedName
+    display_name: str
+    since: float
+    """Unix time of the deletion."""
+    reason: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema version this code writes; older stores are migrated, newer ones refused."""
 
 _DDL = """
@@ -161,7 +161,20 @@ CREATE INDEX held_earliest_upload ON held (earliest_upload);
 """
 """Schema version 4: the file history, retained garbage and the cooldown's held files."""
 
-MIGRATIONS: Mapping[int, str] = {1: _DDL, 2: _DDL_2, 3: _DDL_3, 4: _DDL_4}
+_DDL_5 = """
+-- Projects deleted with `mirror delete` and kept out of the mirror until the operator
+-- lifts the exclusion (`mirror delete --undo`): no change upstream queues them again.
+-- since is Unix time, reason what the operator gave (or the default).
+CREATE TABLE excluded (
+    name         TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    since        REAL NOT NULL,
+    reason       TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+"""Schema version 5: the projects ``mirror delete`` keeps out."""
+
+MIGRATIONS: Mapping[int, str] = {1: _DDL, 2: _DDL_2, 3: _DDL_3, 4: _DDL_4, 5: _DDL_5}
 """The statements that bring a database of version N - 1 to version N, by N (an empty
 database is version 0). The DDL text is what existing stores were created with: a
 change here is a new version and a new migration, never an edit."""

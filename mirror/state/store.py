@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mirror.state.exclusions import Exclusions
 from mirror.state.history import RunHistory
 from mirror.state.inventory import Inventory
 from mirror.state.journal import Journal
@@ -11,7 +12,7 @@ from mirror.state.seeds import Seeds
 from mirror.state.timeline import Timeline
 
 
-class StateStore(Inventory, TodoQueue, RunHistory, Journal, Timeline, Seeds, Meta):
+class StateStore(Inventory, TodoQueue, RunHistory, Journal, Timeline, Seeds, Exclusions, Meta):
     """The mirror's SQLite state store. Open it with :meth:`open`; close it when done.
 
     Each concern is a class of its own module, all built on the one connection of
@@ -21,7 +22,9 @@ class StateStore(Inventory, TodoQueue, RunHistory, Journal, Timeline, Seeds, Met
     :class:`~mirror.state.journal.Journal` (the mirror's own changelog),
     :class:`~mirror.state.timeline.Timeline` (the file history past views read, and
     the files the cooldown holds back), :class:`~mirror.state.seeds.Seeds` (the
-    projects added on demand, the locked files upstream lacks) and
+    projects added on demand, the locked files upstream lacks),
+    :class:`~mirror.state.exclusions.Exclusions` (the projects ``mirror delete`` keeps
+    out) and
     :class:`~mirror.state.meta.Meta` (the mirror serial and named values). A write
     that spans concerns (a commit settles the project's todo item) is one transaction
     of the concern that owns it.

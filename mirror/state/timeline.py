@@ -224,6 +224,19 @@ def mark_removed(
     )
 
 
+def forget_history(connection: sqlite3.Connection, name: NormalizedName) -> list[str]:
+    """Delete every history row of ``name`` (a project ``mirror delete`` took out: no
+    view, past or present, may list it again), inside the caller's transaction.
+    Returns the paths the rows named, ``.metadata`` sidecars included."""
+    rows = connection.execute(
+        "SELECT path, metadata_sha256 FROM file_history WHERE project = ?", (name,)
+    ).fetchall()
+    connection.execute("DELETE FROM file_history WHERE project = ?", (name,))
+    paths = [str(path) for path, _ in rows]
+    paths += [f"{path}.metadata" for path, metadata_sha256 in rows if metadata_sha256]
+    return paths
+
+
 def set_held(
     connection: sqlite3.Connection, name: NormalizedName, uploads: Sequence[float]
 ) -> None:
