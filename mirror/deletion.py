@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from humanfriendly import format_size
 from packaging.utils import NormalizedName
 
 from mirror.models import PackagePath, Serial
@@ -158,7 +159,8 @@ def blocklist_lines(names: Sequence[str]) -> list[str]:
 def render_deleted(deleted: Sequence[Deleted]) -> list[str]:
     """What ``mirror delete`` prints: a line per project, then the blocklist lines."""
     lines = [
-        f"deleted {item.name}: {item.files} file(s), {item.bytes} bytes; kept out of later syncs"
+        f"deleted {item.name}: {item.files} file(s) ({format_size(item.bytes, binary=True)});"
+        " kept out of later syncs"
         if item.held
         else f"{item.name} was not mirrored; kept out of later syncs"
         for item in deleted
