@@ -165,7 +165,7 @@ async def test_deletion_unlinks_files_keep_removed_retains_and_forgets_their_his
     await runner.sync()
     upstream.remove_file("Alpha", "alpha-1.0.tar.gz")
     await runner.sync()
-    retained = [p for p in (runner.web / "packages").rglob("alpha-1.0.tar.gz")]
+    retained = list((runner.web / "packages").rglob("alpha-1.0.tar.gz"))
     assert retained, "kept on disk for past views"
     async with FileSystemStorage(runner.web) as storage:
         with runner.state() as state:
@@ -183,7 +183,7 @@ async def test_a_project_never_mirrored_is_kept_out_from_now_on(
     upstream: FakeUpstream, runner: MirrorRunner
 ) -> None:
     seed(upstream)
-    lines = await app.delete(Config(directory=runner.directory, formats=BOTH), [ALPHA])
+    lines = await app.delete(Config(directory=runner.directory), [ALPHA])
     assert lines[0] == "alpha was not mirrored; kept out of later syncs"
     await runner.sync()
     assert root_names(runner.web) == ["beta", "gamma"]
