@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -124,6 +124,20 @@ async def finish_stopped(
     for name in held:
         await remove_project(state, storage, name, now=now)
     return excluded, bool(held)
+
+
+def admitted(
+    names: Iterable[NormalizedName], excluded: Container[NormalizedName]
+) -> list[NormalizedName]:
+    """``names`` (once each) but those kept out, each of which is warned about: a run
+    asked for them by name (``--project``, the dependency closure), not the queue."""
+    kept: list[NormalizedName] = []
+    for name in dict.fromkeys(names):
+        if name in excluded:
+            logger.warning(KEPT_OUT, name, name)
+        else:
+            kept.append(name)
+    return kept
 
 
 async def rewrite_root(state: StateStore, storage: Storage, formats: frozenset[str]) -> None:

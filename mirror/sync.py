@@ -195,7 +195,7 @@ class _Run:
         )
         pages: Iterator[list[TodoItem]]
         if projects is not None:
-            items = [TodoItem.fresh(name) for name in dict.fromkeys(projects)]
+            items = [TodoItem.fresh(n) for n in deletion.admitted(projects, self._excluded)]
             count, pages = len(items), iter([items])
         else:
             await self._follow_filters(filters)
@@ -407,7 +407,7 @@ class _Run:
                 self._state.enqueue, dict.fromkeys(changed, Serial(0)), now=self._clock()
             )
             await self._sync_projects(
-                iter([[TodoItem.fresh(name) for name in changed]]),
+                iter([[TodoItem.fresh(n) for n in deletion.admitted(changed, self._excluded)]]),
                 self._options.filters.with_needs(needs),
             )
         logger.warning("the dependency closure still changes after %d rounds", _MAX_CLOSURE_ROUNDS)
@@ -461,9 +461,6 @@ class _Run:
     async def _sync_one(self, item: TodoItem, filters: FilterSet) -> None:
         """Sync one project and record its outcome."""
         started = time.monotonic()
-        if item.name in self._excluded:  # named by --project or the closure, never queued
-            logger.warning(deletion.KEPT_OUT, item.name, item.name)
-            return
         try:
             removed = await self._projects.sync(item, filters)
         except MirrorError as exc:
