@@ -75,6 +75,7 @@ class MirrorStatus:
     def on_demand_requests(self) -> int:
         """Requests answered by an on-demand fetch, in all."""
         return sum(project.requests for project in self.on_demand)
+
     excluded: tuple[Exclusion, ...] = ()
     """The projects ``mirror delete`` keeps out."""
 
@@ -376,6 +377,7 @@ def status_json(
         "missing_locked": [
             {"name": f.name, "version": f.version, "filename": f.filename, "sha256": f.sha256}
             for f in status.missing_locked
+        ],
         "excluded": [
             {
                 "name": item.name,
