@@ -156,7 +156,6 @@ class _Run:
         self._clock = clock
         self._progress = progress
         self._tally = Tally()
-        self._excluded: frozenset[NormalizedName] = frozenset()
         self._pages = PageWriter(storage=storage, state=state, formats=options.formats)
         self._projects = ProjectSync(
             upstream=upstream,
