@@ -67,6 +67,7 @@ DONE: Final = "\x00done"
 
 _CHUNK_PROJECTS: Final = 64
 _READ_BYTES: Final = 1 << 20
+_SEQUENTIAL: Final[int | None] = getattr(os, "POSIX_FADV_SEQUENTIAL", None)
 
 Outcome = Literal["ok", "missing", "corrupt"]
 
@@ -202,6 +203,14 @@ class _Checked:
     """The sidecar's sha256 and size when it is present and in step."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Started:
+    """A chunk whose pages are read and whose files are being checked."""
+
+    last: NormalizedName
+    pages: list[tuple[_Page, list[asyncio.Future[_Checked]]]]
+
+
 class Adoption:
     """One adoption of ``tree`` into ``state``, pages written through ``pages``."""
 
@@ -238,9 +247,16 @@ class Adoption:
         self._progress.start(len(todo))
         try:
             with ThreadPoolExecutor(self._threads, thread_name_prefix="adopt") as pool:
+                # Two chunks in flight: the next one's files are hashing while this
+                # one's projects are committed, so no thread waits at a chunk's end.
+                pending: _Started | None = None
                 for chunk in _chunks(todo, _CHUNK_PROJECTS):
-                    await self._adopt_chunk(chunk, pool)
-                    await asyncio.to_thread(self._state.set_meta, ADOPT_PROGRESS_KEY, chunk[-1][0])
+                    begun = await self._start_chunk(chunk, pool)
+                    if pending is not None:
+                        await self._finish_chunk(pending)
+                    pending = begun
+                if pending is not None:
+                    await self._finish_chunk(pending)
         finally:
             self._progress.finish()
         report.orphaned = await asyncio.to_thread(self._note_orphans)
@@ -251,9 +267,10 @@ class Adoption:
         report.seconds = time.monotonic() - started
         return report
 
-    async def _adopt_chunk(
+    async def _start_chunk(
         self, chunk: Sequence[tuple[NormalizedName, str]], pool: ThreadPoolExecutor
-    ) -> None:
+    ) -> _Started:
+        """Read the chunk's pages and set every file they link hashing in ``pool``."""
         loop = asyncio.get_running_loop()
         simple = self._tree.web / "simple"
         pages = await asyncio.gather(
@@ -266,11 +283,16 @@ class Adoption:
             ]
             for page in pages
         ]
-        for page, futures in zip(pages, checks, strict=True):
+        return _Started(last=chunk[-1][0], pages=list(zip(pages, checks, strict=True)))
+
+    async def _finish_chunk(self, started: _Started) -> None:
+        """Commit the chunk's projects as their checks end, then remember the chunk."""
+        for page, futures in started.pages:
             checked = list(await asyncio.gather(*futures))
             await self._commit(page, checked)
             self._progress.bytes_downloaded(sum(check.hashed for check in checked))
             self._progress.project_done(ok=page.detail is not None)
+        await asyncio.to_thread(self._state.set_meta, ADOPT_PROGRESS_KEY, started.last)
 
     def _check(self, dist: DistFile) -> _Checked:
         """Check one linked file (in a pool thread)."""
@@ -412,6 +434,9 @@ def _sha256(path: Path) -> tuple[str, int]:
     digest = hashlib.sha256()
     read = 0
     with path.open("rb", buffering=0) as handle:
+        if _SEQUENTIAL is not None:
+            # A larger read-ahead keeps the disk busy while a block is hashed.
+            os.posix_fadvise(handle.fileno(), 0, 0, _SEQUENTIAL)
         while chunk := handle.read(_READ_BYTES):
             digest.update(chunk)
             read += len(chunk)
