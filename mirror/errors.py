@@ -15,6 +15,7 @@ the CLI turns these errors into exit codes.
     │   │   └── StaleResponseError  upstream answered with an older serial than promised
     │   ├── HTTPStatusError         a non-retryable HTTP status (4xx other than 404/429)
     │   ├── ProjectNotFoundError    404 for a project: it is gone upstream
+    │   ├── UnconfirmedNotFoundError  a project's 404 nothing confirms: kept, retried later
     │   ├── XmlRpcFaultError        an XML-RPC <fault> (rate-limit faults are transient)
     │   └── MalformedResponseError  a body that does not parse or has the wrong shape
     │       └── UnsafePathError     a file name or URL path that could escape the mirror
@@ -93,6 +94,20 @@ class ProjectNotFoundError(UpstreamError):
 
     def __init__(self, name: str):
         super().__init__(f"project {name!r} not found upstream")
+        self.name = name
+
+
+class UnconfirmedNotFoundError(UpstreamError):
+    """A project's page answered 404, also when asked again with a cache-busting
+    query, but neither the changelog nor the full listing says the project was
+    removed: most likely a CDN's stale 404. The project is kept as it is and stays
+    queued with back-off."""
+
+    def __init__(self, name: str):
+        super().__init__(
+            f"project {name!r}: 404 upstream (also with a cache-busting query), but"
+            " neither the changelog nor the listing says it was removed: kept, retried later"
+        )
         self.name = name
 
 

@@ -20,11 +20,12 @@ from typing import Literal
 
 from packaging.utils import NormalizedName
 
-from mirror.errors import MirrorError, ProjectNotFoundError
+from mirror import changes
+from mirror.errors import MirrorError, ProjectNotFoundError, UnconfirmedNotFoundError
 from mirror.fetch import Fetcher
 from mirror.filters import FilterSet
 from mirror.filters.lockfiles import LockedFile
-from mirror.models import DistFile, PackagePath, ProjectDetail
+from mirror.models import DistFile, PackagePath, ProjectDetail, Serial
 from mirror.pages import PageWriter
 from mirror.plan import ProjectPlan, plan_project
 from mirror.report import Tally
@@ -67,7 +68,11 @@ class ProjectSync:
 
     async def sync(self, item: TodoItem, filters: FilterSet) -> bool:
         """Bring one project in step under ``filters``. Returns True when it was
-        removed (404 upstream, or left out by the filters)."""
+        removed (gone upstream, or left out by the filters).
+
+        Raises UnconfirmedNotFoundError for a 404 nothing confirms (the project is
+        left as it is), and the errors of the upstream client and the storage.
+        """
         excluded = filters.check_name(item.name)
         if excluded is not None:
             await self.remove(item.name, why=f"left out by {excluded}")
@@ -96,19 +101,15 @@ class ProjectSync:
     ) -> bool:
         """:meth:`sync` once past the name filters; ``lookup`` gives the display name
         when the plan does not know it."""
-        min_serial = item.serial if item.serial > 0 else None
-        try:
-            detail = await self._upstream.project_detail(
-                item.name, min_serial=min_serial, source=self._metadata_source
-            )
-        except ProjectNotFoundError:
+        fetched = await self._detail(item)
+        if fetched is None:
             if filters.locked_files(item.name):
                 self._check_locks(item.name, filters.locked_files(item.name))
             await self.remove(item.name)
             return True
         if filters.locked_files(item.name):
-            self._check_locks(item.name, filters.missing_locked(detail))
-        outcome = filters.apply(detail)
+            self._check_locks(item.name, filters.missing_locked(fetched))
+        outcome = filters.apply(fetched)
         for drop in outcome.drops:
             logger.debug("%s: filters leave out %s", item.name, drop)
         if outcome.detail is None:
@@ -154,6 +155,39 @@ class ProjectSync:
         for locked in missing:
             logger.warning("locked file no longer upstream: %s", locked)
         self._tally.checked_locks(name, missing)
+
+    async def _detail(self, item: TodoItem) -> ProjectDetail | None:
+        """The project's detail; None when upstream answers 404 and that is a removal.
+
+        A 404 is a removal only when upstream confirmed it (``item.gone``: the
+        changelog or the full listing says so). Otherwise the page is asked for
+        again with a cache-busting query (``?<serial>``), since CDNs answer stale
+        404s for new projects and now and then for existing ones; still 404, the
+        project is removed only when the mirror holds nothing of it and nothing
+        claimed it exists (:func:`mirror.changes.on_not_found`), and is otherwise
+        kept, its item left queued with back-off (UnconfirmedNotFoundError).
+        """
+        name = item.name
+        min_serial = item.serial if item.serial > 0 else None
+        source = self._metadata_source
+        try:
+            return await self._upstream.project_detail(name, min_serial=min_serial, source=source)
+        except ProjectNotFoundError:
+            if item.gone:
+                return None
+        row, serial = await asyncio.to_thread(
+            lambda: (self._state.project(name), self._state.mirror_serial())
+        )
+        bust = Serial(max(item.serial, serial or 0))
+        try:
+            return await self._upstream.project_detail(
+                name, min_serial=min_serial, source=source, cache_bust=bust
+            )
+        except ProjectNotFoundError:
+            verdict = changes.on_not_found(gone=False, held=row is not None, serial=item.serial)
+        if verdict == "remove":
+            return None
+        raise UnconfirmedNotFoundError(name)
 
     async def _carry_out_downloads(self, detail: ProjectDetail, item: TodoItem) -> ProjectPlan:
         """Plan the project against what is recorded, fetch what the plan fetches,

@@ -299,6 +299,7 @@ class _Run:
             lambda: self._state.enqueue(
                 queued,
                 display_names=display_names,
+                gone=found.gone,
                 mirror_serial=found.serial,
                 now=self._clock(),
             )
@@ -315,8 +316,8 @@ class _Run:
         # Read the last serial first: a change that lands while the listing is built
         # is then seen again by the next run's changelog, never missed.
         last = await self._upstream.changelog_last_serial()
-        listed, display_names = await self._first_listing(filters)
-        found = changes.first_sync(listed, await self._held(), last_serial=last)
+        listed, display_names, complete = await self._first_listing(filters)
+        found = changes.first_sync(listed, await self._held(), last_serial=last, complete=complete)
         logger.info("%s: %d project(s) to consider, serial %d", why, len(found.projects), last)
         return found, display_names
 
@@ -326,15 +327,16 @@ class _Run:
 
     async def _first_listing(
         self, filters: FilterSet
-    ) -> tuple[Mapping[NormalizedName, Serial], dict[NormalizedName, str]]:
-        """``({project: serial}, {project: display name})`` for a first sync. With an
-        allowlist that is the allowed names, so the full listing of hundreds of
-        thousands of names is never fetched."""
+    ) -> tuple[Mapping[NormalizedName, Serial], dict[NormalizedName, str], bool]:
+        """``({project: serial}, {project: display name}, complete)`` for a first
+        sync. With an allowlist that is the allowed names (not ``complete``: they
+        confirm no removal), so the full listing of hundreds of thousands of names is
+        never fetched."""
         allowed = changes.allowlisted(filters)
         if allowed is not None:
-            return allowed, {}
+            return allowed, {}, False
         listing = await self._upstream.list_packages_with_serial()
-        return listing.serials, listing.display_names
+        return listing.serials, listing.display_names, True
 
     @staticmethod
     def _admitted(
@@ -366,14 +368,20 @@ class _Run:
         if decision == "requeue":
             listed: Mapping[NormalizedName, Serial] = {}
             display_names: dict[NormalizedName, str] = {}
+            held = await self._held()
+            gone: frozenset[NormalizedName] = frozenset()
             if await asyncio.to_thread(self._state.mirror_serial) is not None:
-                listing, display_names = await self._first_listing(filters)
+                listing, display_names, complete = await self._first_listing(filters)
                 listed = self._admitted(listing, filters)
-            queued = changes.requeued(listed, await self._held())
+                if complete:
+                    gone = changes.unlisted(listing, held)
+            queued = changes.requeued(listed, held)
             if queued:
                 logger.info("the filters changed: re-evaluating %d project(s)", len(queued))
             await asyncio.to_thread(
-                lambda: self._state.enqueue(queued, display_names=display_names, now=self._clock())
+                lambda: self._state.enqueue(
+                    queued, display_names=display_names, gone=gone, now=self._clock()
+                )
             )
         await asyncio.to_thread(self._state.set_meta, FILTERS_META_KEY, fingerprint)
 
@@ -541,13 +549,14 @@ class _Run:
 async def reconcile_adopted(
     state: StateStore,
     found: changes.Changes,
-    listing: Awaitable[tuple[Mapping[NormalizedName, Serial], Mapping[NormalizedName, str]]],
+    listing: Awaitable[tuple[Mapping[NormalizedName, Serial], Mapping[NormalizedName, str], bool]],
 ) -> changes.Changes:
-    """The changelog's changes plus what upstream's full ``listing`` says a mirror
-    ``mirror adopt`` took over lacks (see :func:`mirror.changes.reconciled`)."""
-    listed, display_names = await listing
+    """The changelog's changes plus what upstream's full ``listing`` (and whether it
+    is complete) says a mirror ``mirror adopt`` took over lacks (see
+    :func:`mirror.changes.reconciled`)."""
+    listed, display_names, complete = await listing
     held = await asyncio.to_thread(lambda: {row.name: row.serial for row in state.iter_projects()})
-    result = changes.reconciled(found, listed, held, display_names)
+    result = changes.reconciled(found, listed, held, display_names, complete=complete)
     logger.info(
         "reconciling the adopted mirror with upstream's listing: %d project(s) to bring "
         "in step, serial %d",

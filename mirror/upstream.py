@@ -313,6 +313,7 @@ class Upstream:
         *,
         min_serial: Serial | None,
         source: Literal["simple", "json"] = "simple",
+        cache_bust: Serial | None = None,
     ) -> ProjectDetail:
         """What upstream says about one project, at ``min_serial`` or newer.
 
@@ -322,6 +323,8 @@ class Upstream:
         An answer older than ``min_serial`` (by ``X-PyPI-Last-Serial``, or by the body's
         serial when the header is absent) is stale: it is retried with back-off and a
         cache-busting query. Without any serial the page counts as ``min_serial`` (or 0).
+        ``cache_bust`` asks for ``<page>?<serial>`` from the first attempt on (as
+        bandersnatch does), so that a CDN's cached answer (a stale 404) is missed.
 
         Raises ProjectNotFoundError (404), StaleResponseError (still stale after the
         retries), MalformedResponseError / UnsafePathError (that project only),
@@ -337,7 +340,10 @@ class Upstream:
 
         async def attempt(number: int) -> ProjectDetail:
             nonlocal stale
-            target = f"{url}?{CACHE_BUST_PARAMETER}={min_serial}-{number}" if stale else url
+            query = [] if cache_bust is None else [str(int(cache_bust))]
+            if stale:
+                query.append(f"{CACHE_BUST_PARAMETER}={min_serial}-{number}")
+            target = f"{url}?{'&'.join(query)}" if query else url
             async with self._open("GET", target, headers={"Accept": accept}, project=name) as r:
                 if source == "simple" and r.content_type.lower() != SIMPLE_JSON_TYPE:
                     raise MalformedResponseError(

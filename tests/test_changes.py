@@ -108,3 +108,69 @@ def test_a_reconciliation_requeues_what_is_listed_and_what_is_held() -> None:
     listed = {n("a"): Serial(5)}
     assert changes.requeued(listed, [n("a"), n("held")]) == {"a": 5, "held": 0}
     assert listed == {"a": 5}
+
+
+def _row(name: str, serial: int, action: str, version: str | None = None) -> ChangelogEntry:
+    return ChangelogEntry(
+        name=name, version=version, timestamp=0, action=action, serial=Serial(serial)
+    )
+
+
+@pytest.mark.parametrize(
+    ("action", "version", "removal"),
+    [
+        ("remove project", None, True),
+        (" remove project ", None, True),
+        ("remove", None, True),
+        ("remove", "1.0", False),
+        ("remove release", "1.0", False),
+        ("remove file a-1.0.tar.gz", "1.0", False),
+        ("remove Owner alice", None, False),
+        ("create", None, False),
+    ],
+)
+def test_only_a_whole_project_removal_counts_as_one(
+    action: str, version: str | None, removal: bool
+) -> None:
+    assert changes.is_removal(_row("a", 1, action, version)) is removal
+
+
+def test_the_changelog_confirms_a_removal_only_when_its_newest_row_removes() -> None:
+    rows = [
+        _row("gone", 3, "remove project"),
+        _row("Back", 4, "remove project"),
+        _row("back", 6, "create"),
+        _row("live", 5, "new release", "1.0"),
+        _row("late", 9, "remove project"),
+        _row("late", 8, "new release", "2.0"),
+    ]
+    found = changes.since(rows, Serial(1))
+    assert found.gone == {"gone", "late"}
+    assert found.projects == {"gone": 3, "back": 6, "live": 5, "late": 9}
+
+
+def test_a_full_listing_confirms_what_it_no_longer_has_an_allowlist_does_not() -> None:
+    listed = {n("a"): Serial(3)}
+    full = changes.first_sync(listed, [n("a"), n("old")], last_serial=Serial(4))
+    assert full.gone == {"old"}
+    assert full.projects == {"a": 3, "old": 0}
+    allowed = changes.first_sync(listed, [n("a"), n("old")], last_serial=Serial(4), complete=False)
+    assert allowed.gone == frozenset()
+    assert changes.unlisted(listed, [n("a"), n("b")]) == {"b"}
+
+
+@pytest.mark.parametrize(
+    ("gone", "held", "serial", "verdict"),
+    [
+        (True, True, 5, "remove"),
+        (True, False, 5, "remove"),
+        (False, True, 5, "keep"),
+        (False, True, 0, "keep"),
+        (False, False, 5, "keep"),
+        (False, False, 0, "remove"),
+    ],
+)
+def test_a_404_removes_only_what_upstream_confirmed_or_what_was_never_held(
+    gone: bool, held: bool, serial: int, verdict: str
+) -> None:
+    assert changes.on_not_found(gone=gone, held=held, serial=Serial(serial)) == verdict

@@ -29,6 +29,7 @@ from mirror.state import (
 )
 from mirror.state import inventory as inventory_module
 from mirror.state import queue as queue_module
+from mirror.state.schema import MIGRATIONS
 
 SHA_A = "a" * 64
 SHA_M = "c" * 64
@@ -209,6 +210,42 @@ def test_enqueue_keeps_the_highest_serial_and_advances_the_mirror_serial(
     )
     assert [item.serial for item in store.due(200.0)] == [10, 20, 30]
     assert store.todo_item(name("missing")) is None
+
+
+def test_a_confirmed_removal_is_kept_until_a_newer_change_clears_it(store: StateStore) -> None:
+    """``gone`` is set by a removal, survives an older or equal change (a filter
+    requeue at serial 0) and is cleared by a newer one (the project made again)."""
+    store.enqueue({name("a"): Serial(10), name("b"): Serial(3)}, gone={name("a")}, now=0.0)
+    assert store.todo_item(name("a")) is not None
+    assert [item.gone for item in store.due(0.0)] == [True, False]
+    store.enqueue({name("a"): Serial(0)}, now=0.0)
+    assert store.todo_item(name("a")).gone  # type: ignore[union-attr]
+    store.enqueue({name("a"): Serial(12)}, now=0.0)
+    assert not store.todo_item(name("a")).gone  # type: ignore[union-attr]
+    store.enqueue({name("a"): Serial(0), name("b"): Serial(0)}, gone={name("b")}, now=0.0)
+    assert [item.gone for item in store.due(0.0)] == [False, True], "a listing's zero serial"
+    item = store.record_failure(name("b"), error="404", next_attempt=5.0)
+    assert item.gone
+    assert [f.gone for f in store.failures()] == [True]
+
+
+def test_a_version_5_store_migrates_with_unconfirmed_todo_items(db_path: Path) -> None:
+    raw = sqlite3.connect(db_path)
+    for version in range(1, 6):
+        raw.executescript(MIGRATIONS[version])
+    raw.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '5')")
+    raw.execute(
+        "INSERT INTO todo (name, serial, display_name, attempts, next_attempt, last_error)"
+        " VALUES ('a', 3, NULL, 0, 0, NULL)"
+    )
+    raw.commit()
+    raw.close()
+    with StateStore.open(db_path) as store:
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
+        item = store.todo_item(name("a"))
+        assert item is not None
+        assert item.serial == 3
+        assert not item.gone
 
 
 def test_enqueue_without_a_mirror_serial_leaves_it_alone(store: StateStore) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 
 from packaging.utils import NormalizedName
 
@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 _DUE_PAGE_ROWS = 5_000
 
+_COLUMNS = "name, serial, display_name, attempts, next_attempt, last_error, gone"
+
 
 class TodoQueue(StoreCore):
     """The ``todo`` table: one item per project still owed, with its retry state."""
@@ -31,6 +33,7 @@ class TodoQueue(StoreCore):
         changes: Mapping[NormalizedName, Serial],
         *,
         display_names: Mapping[NormalizedName, str] | None = None,
+        gone: Collection[NormalizedName] = (),
         mirror_serial: Serial | None = None,
         now: float,
     ) -> None:
@@ -38,6 +41,8 @@ class TodoQueue(StoreCore):
 
         Each project's todo serial becomes the larger of the queued and the new one,
         and the item is due at ``now`` (its attempt count and last error are kept).
+        A project in ``gone`` (upstream confirmed its removal) is marked so; a change
+        queued later at a higher serial (the project made again) clears the mark.
         Then, when ``mirror_serial`` is given, the mirror serial is set to it. Because
         both happen or neither does, every change up to the mirror serial is always
         applied or queued. Projects ``mirror delete`` keeps out
@@ -48,14 +53,20 @@ class TodoQueue(StoreCore):
             excluded = _excluded(connection)
             if excluded:
                 changes = {name: s for name, s in changes.items() if name not in excluded}
+            # The SET expressions read the row as it was before this update.
             connection.executemany(
                 "INSERT INTO todo"
-                " (name, serial, display_name, attempts, next_attempt, last_error)"
-                " VALUES (?, ?, ?, 0, ?, NULL)"
+                " (name, serial, display_name, attempts, next_attempt, last_error, gone)"
+                " VALUES (?, ?, ?, 0, ?, NULL, ?)"
                 " ON CONFLICT (name) DO UPDATE SET serial = max(todo.serial, excluded.serial),"
                 " display_name = coalesce(excluded.display_name, todo.display_name),"
-                " next_attempt = excluded.next_attempt",
-                ((name, serial, names.get(name), now) for name, serial in changes.items()),
+                " next_attempt = excluded.next_attempt,"
+                " gone = CASE WHEN excluded.gone THEN 1"
+                " WHEN excluded.serial > todo.serial THEN 0 ELSE todo.gone END",
+                (
+                    (name, serial, names.get(name), now, name in gone)
+                    for name, serial in changes.items()
+                ),
             )
             if mirror_serial is not None:
                 put_meta(connection, SERIAL_KEY, str(int(mirror_serial)))
@@ -66,7 +77,7 @@ class TodoQueue(StoreCore):
         those after the name ``after`` only, at most ``limit`` of them."""
         with self._reading() as connection:
             rows = connection.execute(
-                "SELECT name, serial, display_name, attempts, next_attempt, last_error FROM todo"
+                f"SELECT {_COLUMNS} FROM todo"  # noqa: S608  # constant column list
                 " WHERE next_attempt <= ? AND name > ? ORDER BY name LIMIT ?",
                 (now, after, -1 if limit is None else limit),  # LIMIT -1: no limit
             ).fetchall()
@@ -99,8 +110,7 @@ class TodoQueue(StoreCore):
         """The todo item of ``name``, or None."""
         with self._reading() as connection:
             row = connection.execute(
-                "SELECT name, serial, display_name, attempts, next_attempt, last_error"
-                " FROM todo WHERE name = ?",
+                f"SELECT {_COLUMNS} FROM todo WHERE name = ?",  # noqa: S608  # constant
                 (name,),
             ).fetchone()
         return None if row is None else _todo_item(row)
@@ -118,8 +128,7 @@ class TodoQueue(StoreCore):
                 (error, next_attempt, name),
             )
             row = connection.execute(
-                "SELECT name, serial, display_name, attempts, next_attempt, last_error"
-                " FROM todo WHERE name = ?",
+                f"SELECT {_COLUMNS} FROM todo WHERE name = ?",  # noqa: S608  # constant
                 (name,),
             ).fetchone()
             if row is None:
@@ -130,8 +139,8 @@ class TodoQueue(StoreCore):
         """Todo items that have failed at least once, ordered by name."""
         with self._reading() as connection:
             rows = connection.execute(
-                "SELECT name, serial, display_name, attempts, next_attempt, last_error"
-                " FROM todo WHERE attempts > 0 ORDER BY name"
+                f"SELECT {_COLUMNS} FROM todo"  # noqa: S608  # constant column list
+                " WHERE attempts > 0 ORDER BY name"
             ).fetchall()
         return [_todo_item(row) for row in rows]
 
@@ -155,8 +164,8 @@ def _excluded(connection: sqlite3.Connection) -> frozenset[str]:
     return frozenset(row[0] for row in connection.execute("SELECT name FROM excluded"))
 
 
-def _todo_item(row: tuple[str, int, str | None, int, float, str | None]) -> TodoItem:
-    name, serial, display_name, attempts, next_attempt, last_error = row
+def _todo_item(row: tuple[str, int, str | None, int, float, str | None, int]) -> TodoItem:
+    name, serial, display_name, attempts, next_attempt, last_error, gone = row
     return TodoItem(
         name=NormalizedName(name),
         serial=Serial(serial),
@@ -164,4 +173,5 @@ def _todo_item(row: tuple[str, int, str | None, int, float, str | None]) -> Todo
         attempts=attempts,
         next_attempt=next_attempt,
         last_error=last_error,
+        gone=bool(gone),
     )

@@ -61,6 +61,10 @@ class TodoItem:
     next_attempt: float
     """Unix time before which the project is not retried."""
     last_error: str | None
+    gone: bool = False
+    """Upstream confirmed the project removed (a changelog row, or the full listing
+    no longer has it): a 404 then removes it. Unconfirmed, a 404 is taken for a
+    CDN's mistake and the project stays, queued (see :mod:`mirror.project`)."""
 
     @classmethod
     def fresh(cls, name: NormalizedName) -> Self:

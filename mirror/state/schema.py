@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """The schema version this code writes; older stores are migrated, newer ones refused."""
 
 _DDL = """
@@ -174,7 +174,22 @@ CREATE TABLE excluded (
 """
 """Schema version 5: the projects ``mirror delete`` keeps out."""
 
-MIGRATIONS: Mapping[int, str] = {1: _DDL, 2: _DDL_2, 3: _DDL_3, 4: _DDL_4, 5: _DDL_5}
+_DDL_6 = """
+-- Upstream confirmed the project's removal (its changelog's newest row removes it, or
+-- the full listing no longer has it): only then does a 404 remove the project. Items
+-- queued before this version count as unconfirmed until a listing confirms them.
+ALTER TABLE todo ADD COLUMN gone INTEGER NOT NULL DEFAULT 0;
+"""
+"""Schema version 6: a todo item knows whether upstream confirmed a removal."""
+
+MIGRATIONS: Mapping[int, str] = {
+    1: _DDL,
+    2: _DDL_2,
+    3: _DDL_3,
+    4: _DDL_4,
+    5: _DDL_5,
+    6: _DDL_6,
+}
 """The statements that bring a database of version N - 1 to version N, by N (an empty
 database is version 0). The DDL text is what existing stores were created with: a
 change here is a new version and a new migration, never an edit."""

@@ -24,6 +24,7 @@ FaultKind = Literal[
     "corrupt",
     "endless",
     "stale",
+    "stale_404",
     "xmlrpc_fault",
     "rate_limit",
 ]
@@ -41,6 +42,7 @@ _APPLICABLE: Final[dict[FaultKind, frozenset[RequestKind]]] = {
     "corrupt": frozenset({"file"}),
     "endless": frozenset({"file"}),
     "stale": frozenset({"page"}),
+    "stale_404": frozenset({"page"}),
     "xmlrpc_fault": frozenset({"xmlrpc"}),
     "rate_limit": frozenset({"xmlrpc"}),
 }
@@ -67,7 +69,10 @@ class FaultPlan:
     - ``stale_rate``: a project page (simple or JSON API) shows the project as it was
       before its latest journal row, with that older ``X-PyPI-Last-Serial``, as a
       CDN that missed a purge would (not for a project that had no earlier state:
-      a stale 404 is not simulated);
+      that is ``stale_404_rate``'s);
+    - ``stale_404_rate``: a project page answers 404 although the project exists, as
+      a CDN that cached a miss would (for a new project, and now and then for an
+      existing one); a cache-busting query is another request, drawn anew;
     - ``xmlrpc_fault_rate``: an XML-RPC ``-32403 server error; service unavailable``;
     - ``rate_limit_rate``: Warehouse's XML-RPC rate-limit fault (``-32500
       HTTPTooManyRequests: ... Limit may reset in <retry_after_seconds> seconds.``);
@@ -83,6 +88,7 @@ class FaultPlan:
     corrupt_rate: float = 0.0
     endless_rate: float = 0.0
     stale_rate: float = 0.0
+    stale_404_rate: float = 0.0
     xmlrpc_fault_rate: float = 0.0
     rate_limit_rate: float = 0.0
     slow_rate: float = 0.0

@@ -14,6 +14,7 @@ shapes, headers and quirks described in ``research/protocol.md``:
   the path derived from the blake2b-256 of the content as Warehouse does.
 
 Fault hooks (:meth:`FakeUpstream.fail_next`, :meth:`FakeUpstream.stale_next`,
+:meth:`FakeUpstream.stale_404_next`, :meth:`FakeUpstream.endless_file`,
 :meth:`FakeUpstream.corrupt_file`) let tests provoke 5xx answers, CDN-stale pages and
 corrupted downloads; a seeded :class:`~mirror.testing.faults.FaultPlan`
 (:attr:`FakeUpstream.faults`) spreads every kind of fault over all requests, and
@@ -38,7 +39,8 @@ import logging
 import re
 import ssl
 import xmlrpc.client
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -251,12 +253,14 @@ class FakeUpstream:
         self._bytes_sent: dict[str, int] = {}
         self._faults: list[_Fault] = []
         self._stale: dict[NormalizedName, int] = {}
+        self._not_found: dict[NormalizedName, int] = {}
+        self._journaling = True
         self._plan = faults
         self._plan_counts: dict[str, int] = {}
         self._injected: list[InjectedFault] = []
         self._raw: dict[tuple[str, str], RawAnswer] = {}
-        # Requests (by id, while in flight) the plan made stale.
-        self._stale_requests: set[int] = set()
+        # Requests (by id, while in flight) the plan made stale, or a stale 404.
+        self._stale_requests: dict[int, FaultKind] = {}
         self._network = Network()
         self._bucket: TokenBucket | None = None
         self.network = network or Network()
@@ -496,6 +500,25 @@ class FakeUpstream:
         key = canonicalize_name(project)
         self._stale[key] = self._stale.get(key, 0) + times
 
+    def stale_404_next(self, project: str, times: int = 1) -> None:
+        """The next ``times`` project page answers (simple page or JSON API, with or
+        without a query) for ``project`` are 404s, as a CDN that cached a miss would
+        send: the project itself is unchanged."""
+        key = canonicalize_name(project)
+        self._not_found[key] = self._not_found.get(key, 0) + times
+
+    @contextmanager
+    def unjournaled(self) -> Iterator[None]:
+        """Mutations inside write no journal rows, as changes a changelog missed:
+        their serials are used all the same, so the listing's serials move (and a
+        removed project leaves the listing) while ``changelog_since_serial`` shows
+        nothing of them."""
+        self._journaling = False
+        try:
+            yield
+        finally:
+            self._journaling = True
+
     def spill_files(self, directory: Path) -> None:
         """Write every file (and ``.metadata`` file) published so far under
         ``directory`` and from now on send them from there with ``sendfile``, as a CDN
@@ -605,15 +628,16 @@ class FakeUpstream:
         display = (after or before or _Project(display_name=key)).display_name
         self._serial += 1
         timestamp = int(_journal_time(self._serial, fraction=False).timestamp())
-        self._journal.append(
-            JournalEntry(
-                name=display,
-                version=version,
-                timestamp=timestamp,
-                action=action,
-                serial=self._serial,
+        if self._journaling:
+            self._journal.append(
+                JournalEntry(
+                    name=display,
+                    version=version,
+                    timestamp=timestamp,
+                    action=action,
+                    serial=self._serial,
+                )
             )
-        )
         self._previous[key] = before
         if after is None:
             del self._projects[key]
@@ -723,12 +747,12 @@ class FakeUpstream:
             return refusal
         if kind == "endless":
             return await self._endless_answer(request, request.path.removeprefix("/packages/"))
-        if kind == "stale":
-            self._stale_requests.add(id(request))
+        if kind in {"stale", "stale_404"}:
+            self._stale_requests[id(request)] = kind
         try:
             response = await self._answer(request, handler)
         finally:
-            self._stale_requests.discard(id(request))
+            self._stale_requests.pop(id(request), None)
         body = response.body if isinstance(response, web.Response) else None
         if kind not in {"truncate", "corrupt"} or not isinstance(body, bytes) or not body:
             return response
@@ -778,7 +802,12 @@ class FakeUpstream:
 
     def _served_state(self, request: web.Request, key: NormalizedName) -> _Project | None:
         """The project as a page request sees it: stale when a stale answer is due."""
-        if id(request) in self._stale_requests:
+        fault = self._stale_requests.get(id(request))
+        if fault == "stale_404" or self._not_found.get(key, 0) > 0:
+            if fault is None:
+                self._not_found[key] -= 1
+            return None  # the page's own 404, as a CDN that cached a miss sends it
+        if fault == "stale":
             return self._previous.get(key)
         if self._stale.get(key, 0) > 0:
             self._stale[key] -= 1
