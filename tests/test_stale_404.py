@@ -76,10 +76,12 @@ async def test_a_cache_bust_asks_for_the_page_with_the_serial_as_its_query(
     settings = UpstreamSettings(base_url=upstream.base_url, backoff_base_seconds=0.0)
     name = NormalizedName("alpha")
     async with Upstream(settings, sleep=no_sleep) as client:
-        detail = await client.project_detail(name, min_serial=None, cache_bust=upstream.serial)
+        detail = await client.project_detail(
+            name, min_serial=None, cache_bust=Serial(upstream.serial)
+        )
         assert detail.name == "alpha"
         upstream.stale_next("alpha")
-        newest = upstream.serial
+        newest = Serial(upstream.serial)
         await client.project_detail(name, min_serial=newest, cache_bust=newest)
     assert _page_requests(upstream, "alpha") == [
         f"/simple/alpha/?{newest}",
