@@ -86,6 +86,7 @@ def sync_options(config: Config, *, reread_filters: bool = False) -> SyncOptions
         metrics_file=config.metrics_file,
         keep_removed=config.keep_removed_seconds,
         cooldown=config.cooldown_seconds,
+        recheck_interval=config.recheck_interval_seconds,
         filters=filters_of(config) if reread_filters else config.filters,
         journal_retention_seconds=config.journal_retention_seconds,
     )

@@ -89,6 +89,27 @@ def unlisted(
     return frozenset(name for name in held if name not in listed)
 
 
+def is_recheck_due(last: float | None, *, now: float, interval_seconds: float) -> bool:
+    """Whether a run re-checks the listing: ``interval_seconds`` on (above 0) and the
+    last full comparison (``last``, Unix time; None: none recorded) that old."""
+    if interval_seconds <= 0:
+        return False
+    return last is None or now - last >= interval_seconds
+
+
+def recheck(
+    listed: Mapping[NormalizedName, Serial], held: Mapping[NormalizedName, Serial]
+) -> Changes:
+    """A re-check's changes: every ``listed`` project held at another serial or not
+    held at all (at its listed serial), and every ``held`` one the listing no longer
+    has (serial 0, :attr:`Changes.gone`: removed as any confirmed removal is).
+    ``serial`` is the newest the listing shows; the mirror serial does not move."""
+    projects = {name: serial for name, serial in listed.items() if held.get(name) != serial}
+    gone = unlisted(listed, held)
+    projects.update(dict.fromkeys(gone, Serial(0)))
+    return Changes(projects=projects, serial=Serial(max(listed.values(), default=0)), gone=gone)
+
+
 def is_removal(entry: ChangelogEntry) -> bool:
     """Whether a changelog row removes its whole project (``remove project``; the
     legacy ``remove`` without a version)."""

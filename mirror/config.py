@@ -60,6 +60,7 @@ _DEFAULT_READ_TIMEOUT_SECONDS: Final = 60.0
 _DEFAULT_RETRIES: Final = 5
 _DEFAULT_METADATA_SOURCE: Final[MetadataSource] = "simple"
 _DEFAULT_JOURNAL_RETENTION_SECONDS: Final = 30 * 86400.0
+_DEFAULT_RECHECK_INTERVAL_SECONDS: Final = 7 * 86400.0
 _DEFAULT_RETRY_BASE_SECONDS: Final = 300.0
 _DEFAULT_RETRY_MAX_SECONDS: Final = 86400.0
 _DEFAULT_INTERVAL_SECONDS: Final = 600.0
@@ -116,6 +117,7 @@ _MIRROR_KEYS: Final[frozenset[str]] = frozenset(
         "journal-retention",
         "keep-removed",
         "cooldown",
+        "recheck-interval",
     }
 )
 
@@ -247,6 +249,9 @@ class Config:
     cooldown_seconds: float = 0.0
     """``cooldown``: how old (by upstream upload time) a file must be before the live
     pages publish it; 0: at once."""
+    recheck_interval_seconds: float = _DEFAULT_RECHECK_INTERVAL_SECONDS
+    """``recheck-interval``: how old the last full re-check (the listing's serials
+    against the state store) may be before a sync makes another; 0: never."""
     serve_host: str = _DEFAULT_SERVE_HOST
     """``[serve] host``: the address ``mirror serve`` listens on."""
     serve_port: int = _DEFAULT_SERVE_PORT
@@ -394,6 +399,9 @@ def parse_config(text: str, *, source: Path | None = None) -> Config:
         proxy_url=mirror.url("proxy", default="") or None,
         keep_removed_seconds=mirror.duration("keep-removed", default=0.0, allow_zero=True),
         cooldown_seconds=mirror.duration("cooldown", default=0.0, allow_zero=True),
+        recheck_interval_seconds=mirror.duration(
+            "recheck-interval", default=_DEFAULT_RECHECK_INTERVAL_SECONDS, allow_zero=True
+        ),
         serve_host=_serve_host(serve),
         serve_port=serve.integer("port", default=_DEFAULT_SERVE_PORT, bounds=_SERVE_PORT_RANGE),
         serve_access_log=serve.boolean("access-log", default=True),

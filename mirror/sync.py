@@ -43,6 +43,7 @@ from mirror.report import ProjectFailure, SyncReport, Tally
 from mirror.state import (
     ADOPT_RECONCILE_KEY,
     FILTERS_META_KEY,
+    RECHECK_META_KEY,
     ROOT_HTML_META_KEY,
     UNFINISHED_META_KEY,
     RunRecord,
@@ -87,6 +88,9 @@ class SyncOptions:
     """Seconds a removed file stays on disk for past views (``keep-removed``)."""
     cooldown: float = 0.0
     """Seconds after its upload before a file is published (``cooldown``)."""
+    recheck_interval: float = 0.0
+    """Seconds between full re-checks of the listing against the state store
+    (``recheck-interval``, 7 days in the config); 0: none."""
 
 
 class Syncer:
@@ -199,6 +203,13 @@ class _Run:
         else:
             await self._follow_filters(filters)
             upstream_serial = await self._queue_changes(filters)
+            await recheck(
+                self._upstream,
+                self._state,
+                filters,
+                interval_seconds=self._options.recheck_interval,
+                now=self._clock(),
+            )
             line = self._clock() - self._options.cooldown  # held files now due, queued
             await asyncio.to_thread(self._state.queue_due_held, line, self._clock())
             now = self._clock()  # after the queueing: what it queued is due
@@ -292,9 +303,11 @@ class _Run:
                 )
         adopted = await asyncio.to_thread(self._state.get_meta, ADOPT_RECONCILE_KEY)
         if adopted and serial is not None:
-            found = await reconcile_adopted(self._state, found, self._first_listing(filters))
+            found = await reconcile_adopted(
+                self._state, found, first_listing(self._upstream, filters)
+            )
             display_names = found.display_names
-        queued = self._admitted(found.projects, filters)
+        queued = admitted(found.projects, filters)
         await asyncio.to_thread(
             lambda: self._state.enqueue(
                 queued,
@@ -316,36 +329,17 @@ class _Run:
         # Read the last serial first: a change that lands while the listing is built
         # is then seen again by the next run's changelog, never missed.
         last = await self._upstream.changelog_last_serial()
-        listed, display_names, complete = await self._first_listing(filters)
+        listed, display_names, complete = await first_listing(self._upstream, filters)
         found = changes.first_sync(listed, await self._held(), last_serial=last, complete=complete)
+        # As full a comparison as a re-check (an allowlist's names are all queued): the
+        # next re-check is due an interval from now.
+        await asyncio.to_thread(self._state.set_meta, RECHECK_META_KEY, repr(self._clock()))
         logger.info("%s: %d project(s) to consider, serial %d", why, len(found.projects), last)
         return found, display_names
 
     async def _held(self) -> list[NormalizedName]:
         """The projects the mirror holds."""
         return await asyncio.to_thread(lambda: [row.name for row in self._state.iter_projects()])
-
-    async def _first_listing(
-        self, filters: FilterSet
-    ) -> tuple[Mapping[NormalizedName, Serial], dict[NormalizedName, str], bool]:
-        """``({project: serial}, {project: display name}, complete)`` for a first
-        sync. With an allowlist that is the allowed names (not ``complete``: they
-        confirm no removal), so the full listing of hundreds of thousands of names is
-        never fetched."""
-        allowed = changes.allowlisted(filters)
-        if allowed is not None:
-            return allowed, {}, False
-        listing = await self._upstream.list_packages_with_serial()
-        return listing.serials, listing.display_names, True
-
-    @staticmethod
-    def _admitted(
-        projects: Mapping[NormalizedName, Serial], filters: FilterSet
-    ) -> Mapping[NormalizedName, Serial]:
-        admitted = changes.admitted(projects, filters)
-        if len(admitted) != len(projects):
-            logger.info("filters leave out %d project(s) by name", len(projects) - len(admitted))
-        return admitted
 
     # --- filters ------------------------------------------------------------------
 
@@ -371,8 +365,8 @@ class _Run:
             held = await self._held()
             gone: frozenset[NormalizedName] = frozenset()
             if await asyncio.to_thread(self._state.mirror_serial) is not None:
-                listing, display_names, complete = await self._first_listing(filters)
-                listed = self._admitted(listing, filters)
+                listing, display_names, complete = await first_listing(self._upstream, filters)
+                listed = admitted(listing, filters)
                 if complete:
                     gone = changes.unlisted(listing, held)
             queued = changes.requeued(listed, held)
@@ -564,6 +558,69 @@ async def reconcile_adopted(
         result.serial,
     )
     return result
+
+
+def admitted(
+    projects: Mapping[NormalizedName, Serial], filters: FilterSet
+) -> Mapping[NormalizedName, Serial]:
+    """:func:`mirror.changes.admitted`, logging how many the name filters leave out."""
+    kept = changes.admitted(projects, filters)
+    if len(kept) != len(projects):
+        logger.info("filters leave out %d project(s) by name", len(projects) - len(kept))
+    return kept
+
+
+async def first_listing(
+    upstream: Upstream, filters: FilterSet
+) -> tuple[Mapping[NormalizedName, Serial], dict[NormalizedName, str], bool]:
+    """``({project: serial}, {project: display name}, complete)`` for a first sync.
+    With an allowlist that is the allowed names (not ``complete``: they confirm no
+    removal), so the full listing of hundreds of thousands of names is never
+    fetched."""
+    allowed = changes.allowlisted(filters)
+    if allowed is not None:
+        return allowed, {}, False
+    listing = await upstream.list_packages_with_serial()
+    return listing.serials, listing.display_names, True
+
+
+async def recheck(
+    upstream: Upstream,
+    state: StateStore,
+    filters: FilterSet,
+    *,
+    interval_seconds: float,
+    now: float,
+) -> None:
+    """When the last full comparison is older than ``interval_seconds``
+    (``recheck-interval``; 0: never), read the full listing and queue every project
+    the name filters admit whose serial disagrees with the state store's: held at
+    another serial, not held, or no longer listed (then a confirmed removal, removed
+    through the usual path). Cheap insurance against a change the changelog (or a
+    CDN) missed. The time is recorded once the queue is (a crash in between only
+    makes the next run re-check again)."""
+    raw = await asyncio.to_thread(state.get_meta, RECHECK_META_KEY)
+    try:
+        last = float(raw) if raw else None
+    except ValueError:
+        last = None
+    if not changes.is_recheck_due(last, now=now, interval_seconds=interval_seconds):
+        return
+    listing = await upstream.list_packages_with_serial()
+    held = await asyncio.to_thread(lambda: {row.name: row.serial for row in state.iter_projects()})
+    found = changes.recheck(admitted(listing.serials, filters), held)
+    logger.info(
+        "re-check of %d listed project(s): %d disagree with the mirror, %d of them gone",
+        len(listing.serials),
+        len(found.projects),
+        len(found.gone),
+    )
+
+    def queue() -> None:
+        state.enqueue(found.projects, display_names=listing.display_names, gone=found.gone, now=now)
+        state.set_meta(RECHECK_META_KEY, repr(now))
+
+    await asyncio.to_thread(queue)
 
 
 def run_record(report: SyncReport, started: float, finished: float, totals: Totals) -> RunRecord:

@@ -36,6 +36,7 @@ FIELD_KEYS = {
     "proxy_url": "proxy",
     "keep_removed_seconds": "keep-removed",
     "cooldown_seconds": "cooldown",
+    "recheck_interval_seconds": "recheck-interval",
     "serve_host": "host",
     "serve_port": "port",
     "serve_access_log": "access-log",

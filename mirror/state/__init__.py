@@ -28,6 +28,7 @@ from mirror.state.keys import (
     ADOPT_RECONCILE_KEY,
     FILTERS_META_KEY,
     NEEDS_META_KEY,
+    RECHECK_META_KEY,
     ROOT_HTML_META_KEY,
     UNFINISHED_META_KEY,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "FILTERS_META_KEY",
     "JOURNAL_PAGE_ROWS",
     "NEEDS_META_KEY",
+    "RECHECK_META_KEY",
     "ROOT_HTML_META_KEY",
     "SCHEMA_VERSION",
     "STATE_NAME",

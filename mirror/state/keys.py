@@ -36,6 +36,10 @@ changes a display name, and a removal, clear it in their own transaction; a sync
 it once it has rewritten the page. The HTML root carries no serial, so a run that only
 brings new releases of known projects leaves it alone."""
 
+RECHECK_META_KEY: Final = "last_recheck"
+"""Unix time of the last full comparison of upstream's listing with the state store
+(a first sync's, or a re-check's, see ``recheck-interval``)."""
+
 FILTERS_META_KEY: Final = "filters_fingerprint"
 """:attr:`~mirror.filters.FilterSet.fingerprint` of the last reconciled run."""
 
