@@ -80,6 +80,7 @@ def sync_options(config: Config, *, reread_filters: bool = False) -> SyncOptions
         download_concurrency=config.download_concurrency,
         formats=config.formats,
         keep_json=config.keep_json,
+        verify_provenance=config.verify_provenance,
         metadata_source=config.metadata_source,
         retry_base_seconds=config.retry_base_seconds,
         retry_max_seconds=config.retry_max_seconds,

@@ -112,6 +112,7 @@ class _Bucket:
                 f"{self.packages_redirect}/{relative}",
                 headers={hdrs.CACHE_CONTROL: PACKAGE_CACHE_CONTROL},
             )
+        # The bucket has each object's type from its upload (mirror.storage.s3).
         return await self._relay(request, relative, None, PACKAGE_CACHE_CONTROL)
 
     async def json_api(self, request: web.Request) -> web.StreamResponse:

@@ -118,6 +118,7 @@ _MIRROR_KEYS: Final[frozenset[str]] = frozenset(
         "keep-removed",
         "cooldown",
         "recheck-interval",
+        "verify-provenance",
     }
 )
 
@@ -217,6 +218,9 @@ class Config:
     """``formats`` (or ``simple-format``): which of ``html``, ``json`` to write."""
     keep_json: bool = False
     """``json``: keep a ``/pypi/<p>/json`` copy of each project."""
+    verify_provenance: bool = False
+    """``verify-provenance``: refuse a file whose PEP 740 provenance does not attest
+    its sha256 (or cannot be had)."""
     metadata_source: MetadataSource = _DEFAULT_METADATA_SOURCE
     """``metadata-source``: ``simple`` (PEP 691 project pages) or ``json``."""
     journal_retention_seconds: float = _DEFAULT_JOURNAL_RETENTION_SECONDS
@@ -382,6 +386,7 @@ def parse_config(text: str, *, source: Path | None = None) -> Config:
         retries=mirror.integer("retries", default=_DEFAULT_RETRIES, bounds=_RETRIES_RANGE),
         formats=_formats(mirror),
         keep_json=mirror.boolean("json", default=False),
+        verify_provenance=mirror.boolean("verify-provenance", default=False),
         metadata_source=_metadata_source(mirror),
         journal_retention_seconds=mirror.duration(
             "journal-retention", default=_DEFAULT_JOURNAL_RETENTION_SECONDS

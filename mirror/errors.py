@@ -21,6 +21,7 @@ the CLI turns these errors into exit codes.
     │       └── UnsafePathError     a file name or URL path that could escape the mirror
     ├── IntegrityError              downloaded bytes do not match size or sha256
     │   └── BodySizeError           a body not of the advertised size (never retried)
+    ├── ProvenanceError             a PEP 740 provenance too large, not JSON, or not the file's
     ├── StorageError                the disk refused (ENOSPC, EROFS, EACCES, ...)
     ├── StateError                  the state store is unreadable or from a newer version
     ├── JournalPrunedError          changes asked for since a serial the journal no longer keeps
@@ -141,6 +142,12 @@ class BodySizeError(IntegrityError):
     its body is read), or whose body runs past that size (refused at the first byte
     beyond it). Not retried within the run: it will not change in a second, and an
     endless body must not cost the mirror more than the file it stands for."""
+
+
+class ProvenanceError(MirrorError):
+    """A PEP 740 provenance document the mirror will not keep: larger than its cap, not
+    a JSON object or, checked (``verify-provenance``), with an attestation whose subject
+    digest is not the file's sha256. Not retried: the same bytes would come again."""
 
 
 class StorageError(MirrorError):

@@ -10,15 +10,18 @@ then records them in one transaction before any page links them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import hashlib
 import logging
 import posixpath
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
-from mirror.errors import MirrorError
+from mirror.errors import MirrorError, ProvenanceError
 from mirror.models import DistFile, PackagePath
-from mirror.plan import FileFetch, ProjectPlan
+from mirror.plan import FileFetch, ProjectPlan, Recorded
 from mirror.progress import ProgressSink
+from mirror.provenance import MAX_PROVENANCE_BYTES, check_provenance
 from mirror.report import Tally
 from mirror.state import StateStore, StoredFile
 from mirror.storage import Derivation, Storage, StoredBlob
@@ -45,8 +48,10 @@ class Fetcher:
         download_concurrency: int,
         tally: Tally,
         progress: ProgressSink,
+        verify_provenance: bool = False,
     ) -> None:
         self._upstream = upstream
+        self._verify_provenance = verify_provenance
         self._storage = storage
         self._state = state
         self._slots = asyncio.Semaphore(download_concurrency)
@@ -77,6 +82,7 @@ class Fetcher:
         adopted = {path: blob for (path, _, _), blob in zip(wanted, found, strict=True)}
         errors: list[MirrorError] = []
         records: list[StoredFile] = []
+        refused: list[PackagePath] = []
 
         async def fetch(task: FileFetch) -> None:
             dist = task.dist
@@ -85,6 +91,13 @@ class Fetcher:
             except MirrorError as exc:
                 logger.warning("%s: %s", dist.filename, exc)
                 errors.append(exc)
+                return
+            if record is None:
+                # Left out, as a filter would: the project's other files and pages go
+                # on (a failure would hold its new releases back at every retry).
+                logger.warning("%s refused: %s", dist.filename, metadata_error)
+                if task.recorded is not None:
+                    refused.append(dist.path)
                 return
             records.append(record)
             if metadata_error is not None:
@@ -96,6 +109,10 @@ class Fetcher:
             # (and before any page links them); then the rows the pages are built from.
             if records:
                 state.record_files(records)
+            if refused:
+                # Recorded before, refused now (verify-provenance): the pages written
+                # next leave them out, the garbage collection unlinks them.
+                state.forget_files(refused)
             return state.project_files(plan.name)
 
         try:
@@ -114,6 +131,79 @@ class Fetcher:
         return recorded
 
     async def _fetch_file(
+        self, plan: ProjectPlan, task: FileFetch, found: Mapping[PackagePath, StoredBlob | None]
+    ) -> tuple[StoredFile | None, MirrorError | None]:
+        """:meth:`_file_and_metadata` with the file's PEP 740 provenance fetched beside
+        it (concurrently, not after it). A provenance that cannot be had leaves the
+        file without one, unless ``verify_provenance``: then the file is refused (no
+        row; the error)."""
+        dist = task.dist
+        recorded = task.recorded
+        kept = _kept_provenance(recorded)
+        if not task.fetch_provenance or kept is not None:
+            record, error = await self._file_and_metadata(plan, task, found)
+            return _with_provenance(record, kept), error
+        provenance_task = asyncio.ensure_future(self._fetch_provenance(dist))
+        try:
+            if recorded is not None and (recorded.metadata_sha256 or not task.fetch_metadata):
+                # Only the provenance was missing.
+                record = _stored(
+                    plan,
+                    dist,
+                    StoredBlob(sha256=recorded.sha256, size=recorded.size),
+                    _kept_metadata(recorded),
+                )
+                error = None
+            else:
+                record, error = await self._file_and_metadata(plan, task, found)
+        except BaseException:
+            provenance_task.cancel()
+            raise
+        finally:
+            # (Not a TaskGroup, as for the .metadata beside the file: the file's own
+            # error must come out as it is; the provenance's task returns its error.)
+            await asyncio.wait([provenance_task])
+        provenance = provenance_task.result()
+        if not isinstance(provenance, MirrorError):
+            return _with_provenance(record, provenance), error
+        if self._verify_provenance:
+            return None, provenance
+        logger.warning("%s: provenance not mirrored: %s", dist.filename, provenance)
+        return record, error
+
+    async def _fetch_provenance(self, dist: DistFile) -> StoredBlob | MirrorError:
+        """The file's PEP 740 provenance, checked (:func:`check_provenance`) and written
+        beside it, or why not (never raised: the caller decides what it costs)."""
+        assert dist.provenance is not None
+        filename = dist.filename
+
+        async def collect(chunks: AsyncIterator[bytes]) -> bytes:
+            body = bytearray()
+            async for chunk in chunks:
+                body += chunk
+                if len(body) > MAX_PROVENANCE_BYTES:
+                    # Refused as it arrives: an endless body costs the cap, no more.
+                    raise ProvenanceError(
+                        f"{filename}: provenance over {MAX_PROVENANCE_BYTES} bytes"
+                    )
+            return bytes(body)
+
+        try:
+            body = await self._upstream.download(dist.provenance, collect)
+            await asyncio.to_thread(
+                check_provenance,
+                body,
+                filename=filename,
+                sha256=dist.sha256,
+                verify_subjects=self._verify_provenance,
+            )
+            await self._storage.write_files([(dist.provenance_path, body)])
+        except MirrorError as exc:
+            return exc
+        self._tally.downloaded(len(body))
+        return StoredBlob(sha256=hashlib.sha256(body).hexdigest(), size=len(body))
+
+    async def _file_and_metadata(
         self, plan: ProjectPlan, task: FileFetch, found: Mapping[PackagePath, StoredBlob | None]
     ) -> tuple[StoredFile, MirrorError | None]:
         """Bring one file (and its ``.metadata``) onto the disk, verified; return its
@@ -260,6 +350,31 @@ def _sidecars_beside(plan: ProjectPlan) -> list[tuple[PackagePath, str, int | No
         and not task.derive_metadata
         and (sha256 := task.dist.core_metadata_sha256) is not None
     ]
+
+
+def _kept_provenance(recorded: Recorded | None) -> StoredBlob | None:
+    """The provenance copy ``recorded`` has on disk already, if any."""
+    if recorded is None or recorded.provenance_sha256 is None:
+        return None
+    assert recorded.provenance_size is not None
+    return StoredBlob(sha256=recorded.provenance_sha256, size=recorded.provenance_size)
+
+
+def _kept_metadata(recorded: Recorded) -> StoredBlob | None:
+    """The ``.metadata`` ``recorded`` has on disk already, if any."""
+    if recorded.metadata_sha256 is None:
+        return None
+    assert recorded.metadata_size is not None
+    return StoredBlob(sha256=recorded.metadata_sha256, size=recorded.metadata_size)
+
+
+def _with_provenance(record: StoredFile, provenance: StoredBlob | None) -> StoredFile:
+    """``record`` with its provenance copy (or none)."""
+    if provenance is None:
+        return record
+    return dataclasses.replace(
+        record, provenance_sha256=provenance.sha256, provenance_size=provenance.size
+    )
 
 
 def _stored(

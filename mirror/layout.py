@@ -103,6 +103,11 @@ def metadata_path(path: PackagePath) -> PackagePath:
     return PackagePath(f"{path}.metadata")
 
 
+def provenance_path(path: PackagePath) -> PackagePath:
+    """The PEP 740 provenance copy (``<file>.provenance``) of the file at ``path``."""
+    return PackagePath(f"{path}.provenance")
+
+
 def temp_name(name: str, token: str) -> str:
     """The temp file name for a write of ``name``: ``.<name>.<token>.part``."""
     return f".{name}.{token}{TEMP_SUFFIX}"

@@ -33,7 +33,7 @@ from mirror.errors import MalformedResponseError, UnsafePathError
 
 # PackagePath's home is mirror.layout; re-exported, as the records here carry it.
 from mirror.layout import PackagePath as PackagePath  # noqa: PLC0414  # re-export (mypy)
-from mirror.layout import is_safe_component, metadata_path, package_path
+from mirror.layout import is_safe_component, metadata_path, package_path, provenance_path
 
 Serial = NewType("Serial", int)
 """An upstream journal serial (PyPI's ``journals.id``)."""
@@ -132,12 +132,20 @@ class DistFile:
     core_metadata_sha256: str | None = None
     """The advertised sha256 of the ``.metadata`` file, when upstream gave one."""
     provenance: str | None = None
-    """PEP 740 provenance URL, passed through as upstream gave it."""
+    """PEP 740 provenance URL, as upstream gave it (where the mirror fetches it from)."""
+    provenance_kept: bool = False
+    """Set on a published detail when the mirror holds the file's provenance document
+    (at :attr:`provenance_path`, verified): the pages link that copy, never upstream's."""
 
     @property
     def metadata_path(self) -> PackagePath:
         """Where the PEP 658 ``.metadata`` file lives below ``web/``."""
         return metadata_path(self.path)
+
+    @property
+    def provenance_path(self) -> PackagePath:
+        """Where the copy of the PEP 740 provenance document lives below ``web/``."""
+        return provenance_path(self.path)
 
     @property
     def metadata_url(self) -> str:
@@ -328,7 +336,7 @@ def _file_from_simple_json(node: _Node, page_url: str) -> DistFile:
         yanked_reason=reason,
         core_metadata=has_metadata,
         core_metadata_sha256=metadata_sha256,
-        provenance=provenance.optional_string() if provenance is not None else None,
+        provenance=_provenance_url(provenance, page_url),
     )
 
 
@@ -364,6 +372,19 @@ def _file_url(node: _Node, page_url: str) -> str:
     url = urljoin(page_url, node.string())
     if urlsplit(page_url).scheme == "https" and urlsplit(url).scheme != "https":
         raise UnsafePathError(f"{node.path}: an https page links {url!r}, which is not https")
+    return url
+
+
+def _provenance_url(node: _Node | None, page_url: str) -> str | None:
+    """PEP 740: the absolute URL of a file's provenance, resolved against its page; None
+    when there is none, or when an https page links it over plain http (not followed:
+    the file is mirrored without it)."""
+    value = node.optional_string() if node is not None else None
+    if not value:
+        return None
+    url = urljoin(page_url, value)
+    if urlsplit(page_url).scheme == "https" and urlsplit(url).scheme != "https":
+        return None
     return url
 
 

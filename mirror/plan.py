@@ -6,7 +6,8 @@ those, which may already be on disk to adopt, and whose ``.metadata`` may be der
 from the wheel), what the pages publish, which recorded files they keep and which
 the commit deletes. The run carries the plan out (``mirror/fetch.py`` for the
 downloads) and plans again from the inventory the downloads leave: the second plan
-fetches nothing and says what to publish, keep and delete.
+fetches nothing (but a provenance that could not be had, tried again by the next
+sync of the project) and says what to publish, keep and delete.
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ class Recorded(Protocol):
     @property
     def metadata_sha256(self) -> str | None: ...
 
+    @property
+    def metadata_size(self) -> int | None: ...
+
+    @property
+    def provenance_sha256(self) -> str | None: ...
+
+    @property
+    def provenance_size(self) -> int | None: ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FileFetch:
@@ -44,8 +54,8 @@ class FileFetch:
     dist: DistFile
     recorded: Recorded | None
     """The file's row when the file itself is recorded as upstream has it: only its
-    ``.metadata`` is missing. None: the file is adopted from the disk or downloaded
-    (and the stale temps of its directory removed)."""
+    ``.metadata`` or its provenance is missing. None: the file is adopted from the
+    disk or downloaded (and the stale temps of its directory removed)."""
     derive_metadata: bool
     """A wheel whose ``.metadata`` hash upstream advertises: the sidecar may be taken
     from the wheel (its ``METADATA``, when it hashes right) instead of downloaded."""
@@ -54,6 +64,11 @@ class FileFetch:
     def fetch_metadata(self) -> bool:
         """Whether the file's PEP 658 ``.metadata`` is mirrored too."""
         return self.dist.core_metadata
+
+    @property
+    def fetch_provenance(self) -> bool:
+        """Whether the file's PEP 740 provenance is mirrored too (upstream links one)."""
+        return bool(self.dist.provenance)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,7 +80,8 @@ class ProjectPlan:
     """Files (or sidecars) to bring onto the disk, in upstream's order."""
     publish: ProjectDetail
     """The detail the pages show: only files recorded as upstream has them, each
-    advertising the ``.metadata`` hash the mirror verified itself."""
+    advertising the ``.metadata`` hash the mirror verified itself, and linking its
+    provenance copy only when the mirror holds one."""
     held: tuple[DistFile, ...]
     """Recorded files the cooldown holds back: on disk, kept, not yet published (each
     advertising the ``.metadata`` hash the mirror verified, as ``publish``'s)."""
@@ -91,6 +107,7 @@ class ProjectPlan:
         killed run's leftovers are found."""
         paths = [f.dist.path for f in self.fetch]
         paths += [f.dist.metadata_path for f in self.fetch if f.fetch_metadata]
+        paths += [f.dist.provenance_path for f in self.fetch if f.fetch_provenance]
         return tuple(paths)
 
 
@@ -120,7 +137,11 @@ def plan_project(
         known = recorded.get(dist.path)
         in_step = known is not None and known.sha256 == dist.sha256
         if not in_step or (
-            dist.core_metadata and known is not None and known.metadata_sha256 is None
+            known is not None
+            and (
+                (dist.core_metadata and known.metadata_sha256 is None)
+                or (bool(dist.provenance) and known.provenance_sha256 is None)
+            )
         ):
             fetch.append(
                 FileFetch(
@@ -136,6 +157,7 @@ def plan_project(
                 dist,
                 core_metadata=known.metadata_sha256 is not None,
                 core_metadata_sha256=known.metadata_sha256,
+                provenance_kept=known.provenance_sha256 is not None,
             )
             due = (
                 uploaded_before is None

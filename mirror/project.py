@@ -297,6 +297,7 @@ def history_entry(dist: DistFile) -> HistoryEntry:
         metadata_sha256=dist.core_metadata_sha256 if dist.core_metadata else None,
         requires_python=dist.requires_python,
         yanked=dist.yanked_reason if dist.yanked else None,
-        provenance=dist.provenance,
+        # Only a provenance the mirror holds: what past views may link.
+        provenance=dist.provenance if dist.provenance_kept else None,
         upload_time=None if dist.upload_time is None else dist.upload_time.timestamp(),
     )

@@ -48,6 +48,7 @@ from yarl import URL
 from mirror.errors import MalformedResponseError, MirrorError
 from mirror.layout import unsafe_component
 from mirror.models import Serial, project_name
+from mirror.provenance import PROVENANCE_MEDIA_TYPE, PROVENANCE_SUFFIX
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger(f"{__name__}.access")
@@ -307,8 +308,12 @@ class _Tree:
         if unsafe_component(parts) is not None:
             raise web.HTTPNotFound
         path = self.root.joinpath("packages", *parts)
+        provenance = parts[-1].endswith(PROVENANCE_SUFFIX)
         return await _send_file(
-            request, path, content_type=None, cache_control=PACKAGE_CACHE_CONTROL
+            request,
+            path,
+            content_type=PROVENANCE_MEDIA_TYPE if provenance else None,
+            cache_control=PACKAGE_CACHE_CONTROL,
         )
 
     async def json_api(self, request: web.Request) -> web.StreamResponse:

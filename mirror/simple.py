@@ -172,8 +172,8 @@ def _anchor(dist: DistFile, files_base: str) -> str:
     if dist.core_metadata:
         value = f"sha256={dist.core_metadata_sha256}" if dist.core_metadata_sha256 else "true"
         parts.append(f'data-dist-info-metadata="{value}" data-core-metadata="{value}"')
-    if dist.provenance:
-        parts.append(f' data-provenance="{_escape(dist.provenance)}"')
+    if dist.provenance_kept:
+        parts.append(f' data-provenance="{_escape(_provenance_href(dist, files_base))}"')
     parts.append(f">{_escape(dist.filename)}</a><br />\n")
     return "".join(parts)
 
@@ -192,7 +192,8 @@ def _file_json(dist: DistFile, files_base: str) -> dict[str, object]:
         "filename": dist.filename,
         "hashes": {"sha256": dist.sha256},
         # Empty strings mean "none", as the HTML's truthiness tests treat them.
-        "provenance": dist.provenance or None,
+        # The mirror's copy only: a page never sends a client to upstream's.
+        "provenance": _provenance_href(dist, files_base) if dist.provenance_kept else None,
         "requires-python": dist.requires_python or None,
         "size": dist.size,
         "url": _file_href(dist, files_base),
@@ -212,6 +213,11 @@ def _file_href(dist: DistFile, files_base: str) -> str:
     no server has to guess whether it means a space.
     """
     return files_base + "/".join(quote(part, safe="") for part in dist.path.split("/"))
+
+
+def _provenance_href(dist: DistFile, files_base: str) -> str:
+    """The URL of the file's provenance copy relative to the page, as :func:`_file_href`."""
+    return files_base + "/".join(quote(part, safe="") for part in dist.provenance_path.split("/"))
 
 
 def _escape(text: str) -> str:

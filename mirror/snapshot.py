@@ -185,6 +185,8 @@ def _dist(row: HistoryFile) -> DistFile:
         core_metadata=row.metadata_sha256 is not None,
         core_metadata_sha256=row.metadata_sha256,
         provenance=row.provenance,
+        # The history keeps a provenance only while the mirror holds its copy.
+        provenance_kept=row.provenance is not None,
     )
 
 

@@ -183,6 +183,8 @@ def audit_store(state: StateStore, on_disk: Mapping[str, int]) -> RecountReport:
         expected = [(str(stored.path), stored.size)]
         if stored.metadata_size is not None:
             expected.append((f"{stored.path}.metadata", stored.metadata_size))
+        if stored.provenance_size is not None:
+            expected.append((f"{stored.path}.provenance", stored.provenance_size))
         for position, (path, size) in enumerate(expected):
             listed.add(path)
             actual = on_disk.get(path)

@@ -74,6 +74,8 @@ class SyncOptions:
     download_concurrency: int = 16
     formats: frozenset[str] = frozenset({"html", "json"})
     keep_json: bool = False
+    verify_provenance: bool = False
+    """Refuse a file whose provenance does not attest its sha256 (``verify-provenance``)."""
     metadata_source: Literal["simple", "json"] = "simple"
     retry_base_seconds: float = 300.0
     retry_max_seconds: float = 86_400.0
@@ -172,6 +174,7 @@ class _Run:
                 download_concurrency=options.download_concurrency,
                 tally=self._tally,
                 progress=progress,
+                verify_provenance=options.verify_provenance,
             ),
             pages=self._pages,
             tally=self._tally,

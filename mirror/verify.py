@@ -2,7 +2,8 @@
 
 A check has two halves, both read-only:
 
-1. **Files.** Every file row in the state store (and its ``.metadata`` sidecar) is
+1. **Files.** Every file row in the state store (and its ``.metadata`` and
+   ``.provenance`` sidecars) is
    looked up on disk and hashed: missing and corrupt (wrong size or sha256) files are
    reported. Hashing runs in a pool of two threads per CPU reading 1 MiB blocks
    (with sequential read-ahead advised): ``hashlib`` releases the GIL while it hashes
@@ -15,7 +16,8 @@ A check has two halves, both read-only:
    so memory does not grow with the mirror.
 2. **Pages and tree.** Every committed project's pages are parsed (each format the
    mirror writes) and every link must name a file the state lists with the same
-   sha256 (and the same ``.metadata`` hash); every file row of a project must be
+   sha256 (and the same ``.metadata`` hash), every provenance link the copy of a
+   file that has one recorded; every file row of a project must be
    linked by its pages, and the two HTML pages must be identical. Projects without
    pages, page directories without a project, and root indexes that list a project
    the state does not hold (or miss one it holds) are reported. The tree is listed
@@ -61,9 +63,17 @@ from humanfriendly import format_size, format_timespan
 from packaging.utils import NormalizedName, canonicalize_name
 
 from mirror.errors import StateError, StorageError, UnsafePathError
-from mirror.layout import STATE_NAME, WEB_DIR, PackagePath, is_temp_name, package_path
+from mirror.layout import (
+    STATE_NAME,
+    WEB_DIR,
+    PackagePath,
+    is_temp_name,
+    package_path,
+    provenance_path,
+)
 from mirror.lock import mirror_lock
 from mirror.models import Serial
+from mirror.provenance import PROVENANCE_SUFFIX
 from mirror.state import UNFINISHED_META_KEY, StateStore, StoredFile
 from mirror.storage import FileSystemStorage, Storage
 
@@ -296,6 +306,8 @@ class _Link:
     """The URL as the page has it, without a fragment."""
     sha256: str | None
     metadata_sha256: str | None
+    provenance: str | None = None
+    """The PEP 740 provenance URL the page gives, if any."""
 
 
 class _Checker:
@@ -364,6 +376,13 @@ class _Checker:
                     stored.project,
                     stored.metadata_size,
                     stored.metadata_sha256,
+                )
+            if stored.provenance_sha256 is not None and stored.provenance_size is not None:
+                yield _Expected(
+                    provenance_path(stored.path),
+                    stored.project,
+                    stored.provenance_size,
+                    stored.provenance_sha256,
                 )
 
     def _check_owner(self, stored: StoredFile) -> None:
@@ -515,6 +534,17 @@ class _Checker:
                 f"advertises {known.path}.metadata with sha256 {link.metadata_sha256},"
                 f" the state has {known.metadata_sha256}",
             )
+        elif link.provenance is not None and (
+            known.provenance_sha256 is None
+            or _resolve(name, link.provenance) != provenance_path(known.path)
+        ):
+            # Never upstream's, never a copy the state does not hold.
+            self._add(
+                "bad-link",
+                page,
+                name,
+                f"links the provenance {link.provenance}, not a copy the state holds",
+            )
 
     def _read(self, relative: str) -> bytes | None:
         return self._tree.read(relative)
@@ -565,6 +595,9 @@ class _Checker:
         if path.endswith(".metadata"):
             owner = self._state.file(package_path(known.removesuffix(".metadata")))
             return owner is not None and owner.metadata_sha256 is not None
+        if path.endswith(PROVENANCE_SUFFIX):
+            owner = self._state.file(package_path(known.removesuffix(PROVENANCE_SUFFIX)))
+            return owner is not None and owner.provenance_sha256 is not None
         return False
 
 
@@ -632,6 +665,7 @@ def _json_links(body: bytes) -> list[_Link]:
                 href=str(entry["url"]),
                 sha256=entry["hashes"].get("sha256"),
                 metadata_sha256=core.get("sha256") if isinstance(core, dict) else None,
+                provenance=entry.get("provenance") or None,
             )
         )
     return links
@@ -651,6 +685,7 @@ def _html_links(body: bytes) -> list[_Link]:
                 metadata_sha256=core.removeprefix("sha256=")
                 if core.startswith("sha256=")
                 else None,
+                provenance=attributes.get("data-provenance") or None,
             )
         )
     return links
@@ -692,7 +727,8 @@ def plan_repair(report: VerifyReport, *, repair: bool, delete_orphans: bool) -> 
         if not repair:
             continue
         if problem.kind in ("missing", "corrupt"):
-            forget[package_path(problem.path.removesuffix(".metadata"))] = None
+            owner = problem.path.removesuffix(".metadata").removesuffix(PROVENANCE_SUFFIX)
+            forget[package_path(owner)] = None
         if problem.kind in ("root-extra", "root-missing") or problem.path.startswith(
             "simple/index"
         ):

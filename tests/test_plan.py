@@ -24,6 +24,9 @@ class Row:
     sha256: str
     size: int = 10
     metadata_sha256: str | None = None
+    metadata_size: int | None = None
+    provenance_sha256: str | None = None
+    provenance_size: int | None = None
 
 
 def dist(filename: str, *, sha256: str = SHA, metadata: str | None = None) -> DistFile:

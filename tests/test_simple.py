@@ -59,9 +59,11 @@ def dist(
     core_metadata_sha256: str | None = None,
     core_metadata: bool | None = None,
     provenance: str | None = None,
+    provenance_kept: bool | None = None,
     sha256: str | None = None,
 ) -> DistFile:
-    """A file as the models' parsers would build it, at a content-addressed path."""
+    """A file as the models' parsers would build it, at a content-addressed path, as
+    the plan publishes it (a provenance given is held, unless ``provenance_kept``)."""
     if url is None:
         b = hashlib.blake2b(filename.encode(), digest_size=32).hexdigest()
         url = f"{FILES_HOST}/packages/{b[:2]}/{b[2:4]}/{b[4:]}/{quote(filename)}"
@@ -78,6 +80,7 @@ def dist(
         core_metadata=core_metadata if core_metadata is not None else bool(core_metadata_sha256),
         core_metadata_sha256=core_metadata_sha256,
         provenance=provenance,
+        provenance_kept=bool(provenance) if provenance_kept is None else provenance_kept,
     )
 
 
@@ -356,7 +359,13 @@ def test_html_anchors_lead_clients_to_each_file_and_its_hash(case: Case) -> None
                 metadata = "true"
         assert attrs.get("data-core-metadata") == metadata
         assert attrs.get("data-dist-info-metadata") == metadata
-        assert attrs.get("data-provenance") == expected.provenance
+        provenance = attrs.get("data-provenance")
+        if expected.provenance_kept:
+            # The mirror's copy, beside the file, never upstream's.
+            assert provenance is not None
+            assert web_path(urljoin(page_url(detail), provenance)) == expected.provenance_path
+        else:
+            assert provenance is None
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
@@ -375,7 +384,14 @@ def test_json_page_reads_back_to_the_same_project(case: Case) -> None:
     assert len(parsed.files) == len(detail.files)
     for got, expected in zip(parsed.files, detail.files, strict=True):
         assert got.url == urljoin(page_url(detail), "../../" + quote(expected.path))
-        assert got == replace(expected, url=got.url)
+        if expected.provenance_kept:
+            assert got.provenance is not None
+            assert web_path(got.provenance) == expected.provenance_path
+        else:
+            assert got.provenance is None
+        assert got == replace(
+            expected, url=got.url, provenance=got.provenance, provenance_kept=False
+        )
 
 
 def test_json_file_entries_have_exactly_warehouses_keys() -> None:
@@ -409,6 +425,13 @@ def test_json_yanked_is_false_true_or_the_reason(
 ) -> None:
     detail = project("p", (dist("p-1.zip", yanked=yanked, yanked_reason=reason),), ())
     assert json.loads(render_project_json(detail))["files"][0]["yanked"] == expected
+
+
+def test_a_provenance_the_mirror_does_not_hold_is_never_linked() -> None:
+    upstreams = "https://pypi.org/integrity/p/1/p-1.zip/provenance"
+    detail = project("p", (dist("p-1.zip", provenance=upstreams, provenance_kept=False),), ())
+    assert b"provenance" not in render_project_html(detail, display_name="p")
+    assert json.loads(render_project_json(detail))["files"][0]["provenance"] is None
 
 
 def test_empty_strings_mean_absent_in_both_formats() -> None:

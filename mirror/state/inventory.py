@@ -19,6 +19,7 @@ from typing import cast
 
 from packaging.utils import NormalizedName
 
+from mirror.layout import provenance_path
 from mirror.models import ListingRow, PackagePath, Serial
 from mirror.state.core import StoreCore, put_meta
 from mirror.state.journal import journal_change
@@ -28,6 +29,12 @@ from mirror.state.records import ProjectRow, StoredFile, Totals
 from mirror.state.timeline import HistoryEntry, mark_removed, set_held, write_history
 
 logger = logging.getLogger(__name__)
+
+_FILE_COLUMNS = (
+    "path, project, filename, size, sha256, metadata_sha256, metadata_size,"
+    " provenance_sha256, provenance_size"
+)
+"""The columns of a file row, in :func:`_stored_file`'s order."""
 
 # Rows per page when streaming projects: big enough to amortise the query, small
 # enough that a 600k-project root index never holds more than a page in memory.
@@ -104,8 +111,7 @@ class Inventory(StoreCore):
         """Every recorded file of ``name`` (committed or not yet), by path."""
         with self._reading() as connection:
             rows = connection.execute(
-                "SELECT path, project, filename, size, sha256, metadata_sha256, metadata_size"
-                " FROM files WHERE project = ?",
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE project = ?",  # noqa: S608 (constant)
                 (name,),
             ).fetchall()
         files = (_stored_file(row) for row in rows)
@@ -115,8 +121,7 @@ class Inventory(StoreCore):
         """The recorded file at ``path``, or None."""
         with self._reading() as connection:
             row = connection.execute(
-                "SELECT path, project, filename, size, sha256, metadata_sha256, metadata_size"
-                " FROM files WHERE path = ?",
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE path = ?",  # noqa: S608 (constant)
                 (path,),
             ).fetchone()
         return None if row is None else _stored_file(row)
@@ -128,8 +133,8 @@ class Inventory(StoreCore):
         while True:
             with self._reading() as connection:
                 rows = connection.execute(
-                    "SELECT path, project, filename, size, sha256, metadata_sha256,"
-                    " metadata_size FROM files WHERE path > ? ORDER BY path LIMIT ?",
+                    f"SELECT {_FILE_COLUMNS} FROM files"  # noqa: S608 (constant)
+                    " WHERE path > ? ORDER BY path LIMIT ?",
                     (after, _PAGE_ROWS),
                 ).fetchall()
             for row in rows:
@@ -164,7 +169,8 @@ class Inventory(StoreCore):
                 row
                 for path in paths
                 for row in connection.execute(
-                    "SELECT path, metadata_sha256 FROM files WHERE path = ?", (path,)
+                    "SELECT path, metadata_sha256, provenance_sha256 FROM files WHERE path = ?",
+                    (path,),
                 )
             ]
             return _drop_files(connection, rows, not_before=0.0)
@@ -204,7 +210,8 @@ class Inventory(StoreCore):
         not_before = at + keep_removed if keep_removed > 0 else 0.0
         with self._transaction() as connection:
             rows = connection.execute(
-                "SELECT path, metadata_sha256 FROM files WHERE project = ?", (name,)
+                "SELECT path, metadata_sha256, provenance_sha256 FROM files WHERE project = ?",
+                (name,),
             ).fetchall()
             garbage = _drop_files(
                 connection, [row for row in rows if row[0] in dropped], not_before=not_before
@@ -217,7 +224,8 @@ class Inventory(StoreCore):
             if before is None or before[0] != display_name:
                 put_meta(connection, ROOT_HTML_META_KEY, "")
             file_count, total_bytes = connection.execute(
-                "SELECT count(*), coalesce(sum(size + coalesce(metadata_size, 0)), 0)"
+                "SELECT count(*), coalesce(sum(size + coalesce(metadata_size, 0)"
+                " + coalesce(provenance_size, 0)), 0)"
                 " FROM files WHERE project = ?",
                 (name,),
             ).fetchone()
@@ -268,7 +276,8 @@ class Inventory(StoreCore):
         not_before = at + keep_removed if keep_removed > 0 else 0.0
         with self._transaction() as connection:
             rows = connection.execute(
-                "SELECT path, metadata_sha256 FROM files WHERE project = ?", (name,)
+                "SELECT path, metadata_sha256, provenance_sha256 FROM files WHERE project = ?",
+                (name,),
             ).fetchall()
             garbage = _drop_files(connection, rows, not_before=not_before)
             _add_project_to_counters(connection, name, sign=-1)
@@ -385,18 +394,17 @@ def _sidecar(path: str) -> PackagePath:
 
 def _record_file(connection: sqlite3.Connection, stored: StoredFile) -> None:
     """Upsert one file row inside the caller's transaction (see ``record_file``)."""
-    sidecar = _sidecar(stored.path)
     old = connection.execute(
-        "SELECT metadata_sha256 FROM files WHERE path = ?", (stored.path,)
+        "SELECT metadata_sha256, provenance_sha256 FROM files WHERE path = ?", (stored.path,)
     ).fetchone()
     connection.execute(
-        "INSERT INTO files"
-        " (path, project, filename, size, sha256, metadata_sha256, metadata_size)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+        f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 (constant)
         " ON CONFLICT (path) DO UPDATE SET project = excluded.project,"
         " filename = excluded.filename, size = excluded.size,"
         " sha256 = excluded.sha256, metadata_sha256 = excluded.metadata_sha256,"
-        " metadata_size = excluded.metadata_size",
+        " metadata_size = excluded.metadata_size,"
+        " provenance_sha256 = excluded.provenance_sha256,"
+        " provenance_size = excluded.provenance_size",
         (
             stored.path,
             stored.project,
@@ -405,25 +413,39 @@ def _record_file(connection: sqlite3.Connection, stored: StoredFile) -> None:
             stored.sha256,
             stored.metadata_sha256,
             stored.metadata_size,
+            stored.provenance_sha256,
+            stored.provenance_size,
         ),
     )
     connection.execute("DELETE FROM garbage WHERE path = ?", (stored.path,))
-    if stored.metadata_sha256 is not None:
-        connection.execute("DELETE FROM garbage WHERE path = ?", (sidecar,))
-    elif old is not None and old[0] is not None:
-        connection.execute("INSERT OR IGNORE INTO garbage (path) VALUES (?)", (sidecar,))
+    for position, (sidecar, now_sha256) in enumerate(
+        (
+            (_sidecar(stored.path), stored.metadata_sha256),
+            (provenance_path(stored.path), stored.provenance_sha256),
+        )
+    ):
+        if now_sha256 is not None:
+            connection.execute("DELETE FROM garbage WHERE path = ?", (sidecar,))
+        elif old is not None and old[position] is not None:
+            connection.execute("INSERT OR IGNORE INTO garbage (path) VALUES (?)", (sidecar,))
 
 
 def _drop_files(
-    connection: sqlite3.Connection, rows: Sequence[tuple[str, str | None]], *, not_before: float
+    connection: sqlite3.Connection,
+    rows: Sequence[tuple[str, str | None, str | None]],
+    *,
+    not_before: float,
 ) -> list[PackagePath]:
-    """Delete the file rows ``(path, metadata_sha256)`` and put their paths and sidecars
-    in the garbage table, to be unlinked from ``not_before`` on; return those paths."""
+    """Delete the file rows ``(path, metadata_sha256, provenance_sha256)`` and put their
+    paths and sidecars in the garbage table, to be unlinked from ``not_before`` on;
+    return those paths."""
     garbage: list[PackagePath] = []
-    for path, metadata_sha256 in rows:
+    for path, metadata_sha256, provenance_sha256 in rows:
         garbage.append(PackagePath(path))
         if metadata_sha256 is not None:
             garbage.append(_sidecar(path))
+        if provenance_sha256 is not None:
+            garbage.append(provenance_path(PackagePath(path)))
     connection.executemany("DELETE FROM files WHERE path = ?", ((row[0],) for row in rows))
     connection.executemany(
         "INSERT INTO garbage (path, not_before) VALUES (?, ?)"
@@ -474,8 +496,12 @@ def _project_row(row: tuple[str, str, int, str, int, int]) -> ProjectRow:
     )
 
 
-def _stored_file(row: tuple[str, str, str, int, str, str | None, int | None]) -> StoredFile:
-    path, project, filename, size, sha256, metadata_sha256, metadata_size = row
+_FileRow = tuple[str, str, str, int, str, str | None, int | None, str | None, int | None]
+
+
+def _stored_file(row: _FileRow) -> StoredFile:
+    path, project, filename, size, sha256 = row[:5]
+    metadata_sha256, metadata_size, provenance_sha256, provenance_size = row[5:]
     return StoredFile(
         path=PackagePath(path),
         project=NormalizedName(project),
@@ -484,4 +510,6 @@ def _stored_file(row: tuple[str, str, str, int, str, str | None, int | None]) ->
         sha256=sha256,
         metadata_sha256=metadata_sha256,
         metadata_size=metadata_size,
+        provenance_sha256=provenance_sha256,
+        provenance_size=provenance_size,
     )

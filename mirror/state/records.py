@@ -26,10 +26,18 @@ class StoredFile:
     sha256: str
     metadata_sha256: str | None = None
     metadata_size: int | None = None
+    provenance_sha256: str | None = None
+    """The PEP 740 provenance copy (``<path>.provenance``), with ``provenance_size``:
+    both set when it is on disk and verified, both None otherwise."""
+    provenance_size: int | None = None
 
     def __post_init__(self) -> None:
         if (self.metadata_sha256 is None) != (self.metadata_size is None):
             raise ValueError(f"{self.path}: metadata_sha256 and metadata_size must be set together")
+        if (self.provenance_sha256 is None) != (self.provenance_size is None):
+            raise ValueError(
+                f"{self.path}: provenance_sha256 and provenance_size must be set together"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """The schema version this code writes; older stores are migrated, newer ones refused."""
 
 _DDL = """
@@ -182,6 +182,16 @@ ALTER TABLE todo ADD COLUMN gone INTEGER NOT NULL DEFAULT 0;
 """
 """Schema version 6: a todo item knows whether upstream confirmed a removal."""
 
+_DDL_7 = """
+-- A file's PEP 740 provenance copy (<path>.provenance), set together when it is on
+-- disk and verified, both NULL otherwise (as the .metadata sidecar's pair).
+ALTER TABLE files ADD COLUMN provenance_sha256 TEXT;
+ALTER TABLE files ADD COLUMN provenance_size INTEGER;
+-- The history's provenance now means "the mirror holds a copy": none did before.
+UPDATE file_history SET provenance = NULL
+"""
+"""Schema version 7: each file's provenance copy."""
+
 MIGRATIONS: Mapping[int, str] = {
     1: _DDL,
     2: _DDL_2,
@@ -189,6 +199,7 @@ MIGRATIONS: Mapping[int, str] = {
     4: _DDL_4,
     5: _DDL_5,
     6: _DDL_6,
+    7: _DDL_7,
 }
 """The statements that bring a database of version N - 1 to version N, by N (an empty
 database is version 0). The DDL text is what existing stores were created with: a

@@ -45,6 +45,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mirror.errors import IntegrityError, StorageError
 from mirror.layout import check_relative, is_temp_name, temp_name
+from mirror.provenance import PROVENANCE_MEDIA_TYPE, PROVENANCE_SUFFIX
 from mirror.storage.protocol import Derivation, ListedFile, StoredBlob
 
 if TYPE_CHECKING:
@@ -707,6 +708,8 @@ def _content_type(relative: str) -> str:
     sends it as it is)."""
     name = relative.rsplit("/", 1)[-1]
     if relative.startswith("packages/"):
+        if name.endswith(PROVENANCE_SUFFIX):
+            return PROVENANCE_MEDIA_TYPE
         return "text/plain" if name.endswith(".metadata") else "application/octet-stream"
     return _PAGE_TYPES.get(name, "application/octet-stream")
 

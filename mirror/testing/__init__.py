@@ -5,7 +5,7 @@ Used by the integration tests, the benchmarks and the offline quick start
 """
 
 from mirror.testing.corpus import corpus_name, generate_corpus
-from mirror.testing.distributions import make_sdist, make_wheel
+from mirror.testing.distributions import make_provenance, make_sdist, make_wheel
 from mirror.testing.faults import FaultPlan, parse_fault_plan
 from mirror.testing.upstream import FakeUpstream, InjectedFault, JournalEntry, RawAnswer, negotiate
 
@@ -17,6 +17,7 @@ __all__ = [
     "RawAnswer",
     "corpus_name",
     "generate_corpus",
+    "make_provenance",
     "make_sdist",
     "make_wheel",
     "negotiate",

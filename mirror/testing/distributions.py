@@ -12,6 +12,7 @@ import base64
 import gzip
 import hashlib
 import io
+import json
 import random
 import tarfile
 import zipfile
@@ -164,3 +165,37 @@ def make_sdist(
 def _record_hash(data: bytes) -> str:
     digest = hashlib.sha256(data).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def make_provenance(filename: str, sha256: str, *, attestations: int = 1) -> bytes:
+    """A PEP 740 provenance document for the file ``filename`` of digest ``sha256``, as
+    Warehouse serves one: one bundle (a GitHub Trusted Publisher) of ``attestations``
+    attestations, each an in-toto statement (base64) naming the file as its subject.
+    The signature and certificate are placeholders (nothing here signs)."""
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": filename, "digest": {"sha256": sha256}}],
+        "predicateType": "https://docs.pypi.org/attestations/publish/v1",
+        "predicate": None,
+    }
+    encoded = base64.b64encode(json.dumps(statement, sort_keys=True).encode()).decode()
+    attestation = {
+        "version": 1,
+        "verification_material": {"certificate": "", "transparency_entries": []},
+        "envelope": {"statement": encoded, "signature": base64.b64encode(b"unsigned").decode()},
+    }
+    document = {
+        "version": 1,
+        "attestation_bundles": [
+            {
+                "publisher": {
+                    "kind": "GitHub",
+                    "repository": "example/project",
+                    "workflow": "release.yml",
+                    "environment": None,
+                },
+                "attestations": [attestation] * attestations,
+            }
+        ],
+    }
+    return json.dumps(document, sort_keys=True).encode()

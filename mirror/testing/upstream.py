@@ -55,7 +55,7 @@ from packaging.utils import NormalizedName, canonicalize_name, canonicalize_vers
 from packaging.version import InvalidVersion, Version
 
 from mirror.models import format_upload_time, version_sort_key
-from mirror.testing.distributions import make_sdist, make_wheel
+from mirror.testing.distributions import make_provenance, make_sdist, make_wheel
 from mirror.testing.faults import ENDLESS_LENGTH, FaultKind, FaultPlan, RequestKind
 from mirror.testing.network import CHUNK_BYTES, Network, TokenBucket
 
@@ -117,6 +117,8 @@ class _File:
     upload_time: datetime
     packagetype: str
     python_version: str
+    provenance: bool = False
+    """Whether a PEP 740 provenance is served (``/integrity/...``) and linked."""
 
     @property
     def path(self) -> str:
@@ -243,6 +245,8 @@ class FakeUpstream:
         self._previous: dict[NormalizedName, _Project | None] = {}
         # Blobs stay after removal, as on PyPI's storage; only the indexes forget them.
         self._blobs: dict[str, bytes] = {}
+        # PEP 740 provenance documents by filename (the integrity API's last parts).
+        self._provenances: dict[str, bytes] = {}
         self._used_filenames: set[str] = set()
         # Where spill_files() put the blobs published so far, served from there.
         self._files_dir: Path | None = None
@@ -323,12 +327,16 @@ class FakeUpstream:
         metadata: bytes | None = None,
         requires_python: str | None = None,
         upload_time: datetime | None = None,
+        provenance: bytes | bool = False,
     ) -> None:
         """Upload one file: journal ``add <python_version> file <filename>``.
 
         Creates the project (``create``) and the release (``new release``) first when
         they are new, as an upload to PyPI does. ``metadata`` makes a PEP 658
-        ``.metadata`` file served and advertised beside it. ``requires_python``
+        ``.metadata`` file served and advertised beside it. ``provenance`` serves a
+        PEP 740 provenance at ``/integrity/<project>/<version>/<filename>/provenance``
+        and links it from the pages: ``True`` one made by ``make_provenance``, bytes
+        exactly those (a fault: not JSON, too large, another digest). ``requires_python``
         defaults to the release's. Raises ValueError for a filename that was ever
         used before (PyPI never allows reuse) or that contains a path separator.
         """
@@ -359,7 +367,12 @@ class FakeUpstream:
             upload_time=upload_time or _journal_time(serial, fraction=True),
             packagetype=packagetype,
             python_version=python_version,
+            provenance=provenance is not False,
         )
+        if provenance is not False:
+            self._provenances[filename] = (
+                make_provenance(filename, file.sha256) if provenance is True else provenance
+            )
         self._used_filenames.add(filename)
         self._blobs[file.path] = content
         if metadata is not None:
@@ -378,9 +391,11 @@ class FakeUpstream:
         requires_python: str | None = None,
         sdist: bool = True,
         wheel: bool = True,
+        provenance: bool = False,
     ) -> None:
         """Publish a release: ``create`` when the project is new, ``new release``, then
-        an sdist and a wheel (with its ``.metadata``) built by make_sdist/make_wheel.
+        an sdist and a wheel (with its ``.metadata``) built by make_sdist/make_wheel,
+        each with a PEP 740 provenance when ``provenance``.
 
         The project's display name is the name as first given (``Alpha``). With
         ``sdist=False, wheel=False`` the release has no files, which PyPI allows.
@@ -394,7 +409,14 @@ class FakeUpstream:
             filename, content = make_sdist(
                 display, version, requires_dist=requires_dist, requires_python=requires_python
             )
-            self.add_file(project, version, filename, content, requires_python=requires_python)
+            self.add_file(
+                project,
+                version,
+                filename,
+                content,
+                requires_python=requires_python,
+                provenance=provenance,
+            )
         if wheel:
             filename, content, metadata = make_wheel(
                 display, version, requires_dist=requires_dist, requires_python=requires_python
@@ -406,7 +428,16 @@ class FakeUpstream:
                 content,
                 metadata=metadata,
                 requires_python=requires_python,
+                provenance=provenance,
             )
+
+    def set_provenance(self, filename: str, body: bytes | None) -> None:
+        """Serve ``body`` as the provenance of ``filename`` from now on (None: answer
+        404 while the pages still link it), as a broken or hostile index would."""
+        if body is None:
+            self._provenances.pop(filename, None)
+        else:
+            self._provenances[filename] = body
 
     def remove_file(self, project: str, filename: str) -> None:
         """Delete one file from the indexes: journal ``remove file <filename>``.
@@ -699,6 +730,9 @@ class FakeUpstream:
         app.router.add_get("/simple/{name}", self._handle_add_slash)
         app.router.add_get("/simple/{name}/", self._handle_simple_detail)
         app.router.add_get("/packages/{path:.+}", self._handle_package)
+        app.router.add_get(
+            "/integrity/{project}/{version}/{filename}/provenance", self._handle_provenance
+        )
         return app
 
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -816,6 +850,21 @@ class FakeUpstream:
 
     def _url_of(self, file: _File) -> str:
         return f"{self.base_url}/packages/{quote(file.path)}"
+
+    def _provenance_url(self, key: NormalizedName, release: _Release, file: _File) -> str | None:
+        """Warehouse's integrity API URL of ``file``'s provenance, when it has one."""
+        if not file.provenance:
+            return None
+        parts = "/".join(quote(part, safe="") for part in (key, release.version, file.filename))
+        return f"{self.base_url}/integrity/{parts}/provenance"
+
+    async def _handle_provenance(self, request: web.Request) -> web.Response:
+        body = self._provenances.get(request.match_info["filename"])
+        if body is None:
+            return web.Response(status=404, text="404 Not Found")
+        return web.Response(
+            body=body, headers={"Content-Type": "application/vnd.pypi.integrity.v1+json"}
+        )
 
     async def _handle_xmlrpc(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -1015,7 +1064,7 @@ class FakeUpstream:
                     "data-dist-info-metadata": core,
                     "filename": file.filename,
                     "hashes": {"sha256": file.sha256},
-                    "provenance": None,
+                    "provenance": self._provenance_url(key, release, file),
                     "requires-python": file.requires_python,
                     "size": file.size,
                     "upload-time": format_upload_time(file.upload_time),
@@ -1049,6 +1098,9 @@ class FakeUpstream:
                     f'data-dist-info-metadata="sha256={file.metadata_sha256}" '
                     f'data-core-metadata="sha256={file.metadata_sha256}"'
                 )
+            provenance = self._provenance_url(key, release, file)
+            if provenance is not None:
+                parts.append(f' data-provenance="{escape(provenance)}"')
             parts.append(f">{escape(file.filename)}</a><br />\n")
             anchors.append("".join(parts))
         text = (
