@@ -167,15 +167,7 @@ class _Run:
             upstream=upstream,
             storage=storage,
             state=state,
-            fetcher=Fetcher(
-                upstream=upstream,
-                storage=storage,
-                state=state,
-                download_concurrency=options.download_concurrency,
-                tally=self._tally,
-                progress=progress,
-                verify_provenance=options.verify_provenance,
-            ),
+            fetcher=run_fetcher(upstream, storage, state, options, tally=self._tally, p=progress),
             pages=self._pages,
             tally=self._tally,
             metadata_source=options.metadata_source,
@@ -624,6 +616,27 @@ async def recheck(
         state.set_meta(RECHECK_META_KEY, repr(now))
 
     await asyncio.to_thread(queue)
+
+
+def run_fetcher(
+    upstream: Upstream,
+    storage: Storage,
+    state: StateStore,
+    options: SyncOptions,
+    *,
+    tally: Tally,
+    p: ProgressSink,
+) -> Fetcher:
+    """The downloads of one run, as ``options`` set them, reporting to ``p``."""
+    return Fetcher(
+        upstream=upstream,
+        storage=storage,
+        state=state,
+        download_concurrency=options.download_concurrency,
+        tally=tally,
+        progress=p,
+        verify_provenance=options.verify_provenance,
+    )
 
 
 def run_record(report: SyncReport, started: float, finished: float, totals: Totals) -> RunRecord:
