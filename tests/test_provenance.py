@@ -271,7 +271,7 @@ async def test_an_orphan_copy_is_found_and_a_recorded_one_is_not(
     ]
 
 
-def test_a_version_5_store_forgets_the_provenance_urls_its_history_kept(tmp_path: Path) -> None:
+def test_a_version_6_store_forgets_the_provenance_urls_its_history_kept(tmp_path: Path) -> None:
     path = tmp_path / "mirror.db"
     with StateStore.open(path) as state:
         del state
@@ -285,7 +285,7 @@ def test_a_version_5_store_forgets_the_provenance_urls_its_history_kept(tmp_path
     )
     raw.execute("ALTER TABLE files DROP COLUMN provenance_size")
     raw.execute("ALTER TABLE files DROP COLUMN provenance_sha256")
-    raw.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    raw.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
     raw.commit()
     raw.close()
     with StateStore.open(path) as state:
