@@ -18,6 +18,7 @@ import posixpath
 from collections.abc import AsyncIterator, Mapping
 
 from mirror.errors import MirrorError, ProvenanceError
+from mirror.groupcommit import GroupCommit
 from mirror.models import DistFile, PackagePath
 from mirror.plan import FileFetch, ProjectPlan, Recorded
 from mirror.progress import ProgressSink
@@ -45,6 +46,7 @@ class Fetcher:
         upstream: Upstream,
         storage: Storage,
         state: StateStore,
+        commits: GroupCommit,
         download_concurrency: int,
         tally: Tally,
         progress: ProgressSink,
@@ -54,9 +56,15 @@ class Fetcher:
         self._verify_provenance = verify_provenance
         self._storage = storage
         self._state = state
+        self._commits = commits
         self._slots = asyncio.Semaphore(download_concurrency)
         self._tally = tally
         self._progress = progress
+
+    @property
+    def commits(self) -> GroupCommit:
+        """The run's group commit, which records the downloads."""
+        return self._commits
 
     async def fetch(self, plan: ProjectPlan) -> dict[PackagePath, StoredFile]:
         """Bring every file of ``plan.fetch`` (and its ``.metadata``) onto the disk,
@@ -125,7 +133,7 @@ class Fetcher:
             if records:
                 await asyncio.to_thread(state.record_files, records)
             raise
-        recorded = await asyncio.to_thread(record)
+        recorded = await self._commits.call(record)
         if errors:
             raise errors[0]
         return recorded

@@ -58,6 +58,7 @@ class ProjectSync:
         self._storage = storage
         self._state = state
         self._fetcher = fetcher
+        self._commits = fetcher.commits
         self._pages = pages
         self._tally = tally
         self._metadata_source = metadata_source
@@ -126,7 +127,7 @@ class ProjectSync:
         if self._keep_json:
             await self._write_json_api(item.name)
         detail = outcome.detail
-        garbage = await asyncio.to_thread(
+        garbage = await self._commits.call(
             lambda: self._state.commit_project(
                 name=item.name,
                 display_name=display_name,
@@ -215,7 +216,7 @@ class ProjectSync:
                 state.expect_files(plan.expected)
             return plan
 
-        plan = await asyncio.to_thread(planned)
+        plan = await self._commits.call(planned)
         if not plan.fetch:
             return plan
         recorded = await self._fetcher.fetch(plan)

@@ -35,6 +35,7 @@ from mirror import changes, closure, deletion
 from mirror.errors import JournalPrunedError, MirrorError, StorageError, XmlRpcFaultError
 from mirror.fetch import Fetcher
 from mirror.filters import FilterSet
+from mirror.groupcommit import GroupCommit
 from mirror.models import Serial
 from mirror.pages import PageWriter
 from mirror.progress import NoProgress, ProgressSink
@@ -627,11 +628,13 @@ def run_fetcher(
     tally: Tally,
     p: ProgressSink,
 ) -> Fetcher:
-    """The downloads of one run, as ``options`` set them, reporting to ``p``."""
+    """The downloads of one run, as ``options`` set them, reporting to ``p``, with the
+    run's group commit (shared by the projects in flight)."""
     return Fetcher(
         upstream=upstream,
         storage=storage,
         state=state,
+        commits=GroupCommit(state),
         download_concurrency=options.download_concurrency,
         tally=tally,
         progress=p,

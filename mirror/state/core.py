@@ -48,7 +48,10 @@ class StoreCore:
         """Wrap an open connection; use :meth:`open` instead."""
         self._path = path
         self._connection = connection
-        self._lock = threading.Lock()
+        # Reentrant: the transactions of a batch take it again in the same thread.
+        self._lock = threading.RLock()
+        self._batch_thread: int | None = None
+        """The thread inside :meth:`batch`, if any (only its transactions join it)."""
 
     @classmethod
     def open(cls, path: Path) -> Self:
@@ -132,9 +135,39 @@ class StoreCore:
             yield self._connection
 
     @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group the write transactions this thread makes inside the block into one
+        (a group commit): each becomes a savepoint, so one that raises undoes only
+        itself, and a single COMMIT ends the block. Other threads wait meanwhile.
+        Raises StateError when the commit fails: then none of them happened."""
+        with self._lock, self._translated():
+            connection = self._connection
+            connection.execute("BEGIN IMMEDIATE")
+            self._batch_thread = threading.get_ident()
+            try:
+                yield
+                connection.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+                raise
+            finally:
+                self._batch_thread = None
+
+    def step(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """Inside :meth:`batch` (in its thread): one part of it, undone alone when the
+        block raises. Elsewhere: a transaction of its own."""
+        return self._transaction()
+
+    @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """The connection inside one write transaction, committed when the block ends
-        and rolled back when it raises."""
+        and rolled back when it raises (inside :meth:`batch`: a savepoint, released or
+        rolled back to)."""
+        if self._batch_thread == threading.get_ident():
+            with self._savepoint() as connection:
+                yield connection
+            return
         with self._lock, self._translated():
             connection = self._connection
             # IMMEDIATE takes the write lock up front, so a transaction that has read
@@ -148,6 +181,25 @@ class StoreCore:
                 # when SQLite already rolled back on its own.
                 with contextlib.suppress(sqlite3.Error):
                     connection.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
+    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        """One transaction of a batch."""
+        with self._lock, self._translated():
+            connection = self._connection
+            if not connection.in_transaction:
+                # SQLite rolled the batch back itself (a full disk): what follows must
+                # not run outside it, in autocommit.
+                raise sqlite3.OperationalError("the batch's transaction was rolled back")
+            connection.execute("SAVEPOINT step")
+            try:
+                yield connection
+                connection.execute("RELEASE step")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK TO step")
+                    connection.execute("RELEASE step")
                 raise
 
     # --- plumbing --------------------------------------------------------------------
