@@ -67,9 +67,9 @@ class GroupCommit:
                 cancelled = True
         failure = work.exception()
         outcomes = work.result() if failure is None else [(False, failure)] * len(batch)
+        # Nobody awaits a future before it is settled here (a caller cancelled while
+        # waiting its turn just never looks at its own), so none is done yet.
         for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-            if future.done():  # its caller was cancelled while waiting its turn
-                continue
             if ok:
                 future.set_result(value)
             else:

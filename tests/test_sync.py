@@ -639,3 +639,35 @@ async def test_a_failed_display_name_lookup_fails_the_new_project_only_when_need
     assert [f.name for f in report.failures] == ["beta-lib"]
     assert "500" in report.failures[0].error
     assert not (runner.web / "simple" / "beta-lib").exists()
+
+
+async def test_a_file_that_fails_beside_its_metadata_fails_the_project_and_lands_later(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    metadata = b"Metadata-Version: 2.1\nName: app\nVersion: 1.0\n\n"
+    upstream.add_file("app", "1.0", "app-1.0.tar.gz", b"sdist bytes", metadata=metadata)
+    path = upstream.file_url("app", "app-1.0.tar.gz").split("/", 3)[3]
+    upstream.fail_next(f"/{path}", status=404, times=1)
+    first = await runner.sync()
+    assert [f.name for f in first.failures] == ["app"]
+    assert not (runner.web / "simple" / "app").exists(), "no page links a missing file"
+    runner.clock.now += 10**6
+    assert (await runner.sync()).ok
+    assert (runner.web / path).read_bytes() == b"sdist bytes"
+    await assert_matches_upstream(runner.directory, upstream)
+
+
+async def test_a_metadata_on_disk_beside_a_missing_file_is_adopted(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    """A run killed after the sidecar landed but before its file did."""
+    metadata = b"Metadata-Version: 2.1\nName: app\nVersion: 1.0\n\n"
+    upstream.add_file("app", "1.0", "app-1.0.tar.gz", b"sdist bytes", metadata=metadata)
+    path = upstream.file_url("app", "app-1.0.tar.gz").split("/", 3)[3]
+    (runner.web / path).parent.mkdir(parents=True)
+    (runner.web / f"{path}.metadata").write_bytes(metadata)
+    report = await runner.sync()
+    assert report.ok
+    assert report.files_downloaded == 1, "the sdist alone"
+    assert not [p for _, p in upstream.request_log if p.endswith(".metadata")]
+    await assert_matches_upstream(runner.directory, upstream)
