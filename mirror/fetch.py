@@ -205,11 +205,18 @@ class Fetcher:
                 sha256=dist.sha256,
                 verify_subjects=self._verify_provenance,
             )
-            await self._storage.write_files([(dist.provenance_path, body)])
+            # A verified store, not write_files: that one first sweeps the directory's
+            # temps, and this directory is the file's, whose temp is being written now.
+            stored = await self._storage.store_stream(
+                dist.provenance_path,
+                _once(body),
+                sha256=hashlib.sha256(body).hexdigest(),
+                size=len(body),
+            )
         except MirrorError as exc:
             return exc
         self._tally.downloaded(len(body))
-        return StoredBlob(sha256=hashlib.sha256(body).hexdigest(), size=len(body))
+        return stored
 
     async def _file_and_metadata(
         self, plan: ProjectPlan, task: FileFetch, found: Mapping[PackagePath, StoredBlob | None]
@@ -358,6 +365,11 @@ def _sidecars_beside(plan: ProjectPlan) -> list[tuple[PackagePath, str, int | No
         and not task.derive_metadata
         and (sha256 := task.dist.core_metadata_sha256) is not None
     ]
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    """``data`` as a stream of one chunk."""
+    yield data
 
 
 def _kept_provenance(recorded: Recorded | None) -> StoredBlob | None:
