@@ -82,6 +82,7 @@ def sync_options(config: Config, *, reread_filters: bool = False) -> SyncOptions
         keep_json=config.keep_json,
         verify_provenance=config.verify_provenance,
         metadata_source=config.metadata_source,
+        upstream_api=config.upstream_api,
         retry_base_seconds=config.retry_base_seconds,
         retry_max_seconds=config.retry_max_seconds,
         metrics_file=config.metrics_file,

@@ -50,6 +50,11 @@ MetadataSource: TypeAlias = Literal["simple", "json"]
 """Where project detail comes from: PEP 691 project pages or ``/pypi/<p>/json``."""
 METADATA_SOURCES: Final[frozenset[MetadataSource]] = frozenset(get_args(MetadataSource))
 
+UpstreamApi: TypeAlias = Literal["auto", "xmlrpc", "simple"]
+"""How the mirror learns what changed upstream: PyPI's XML-RPC changelog, the PEP 691
+root index (``simple``), or the first that upstream offers (``auto``)."""
+UPSTREAM_APIS: Final[frozenset[UpstreamApi]] = frozenset(get_args(UpstreamApi))
+
 _DEFAULT_UPSTREAM_URL: Final = "https://pypi.org"
 # Enough in flight for a 100 ms link (a project is about two round trips: its page,
 # then its files), and cheap on loopback (see the README, "Speed and the defaults").
@@ -59,6 +64,7 @@ _DEFAULT_CONNECT_TIMEOUT_SECONDS: Final = 10.0
 _DEFAULT_READ_TIMEOUT_SECONDS: Final = 60.0
 _DEFAULT_RETRIES: Final = 5
 _DEFAULT_METADATA_SOURCE: Final[MetadataSource] = "simple"
+_DEFAULT_UPSTREAM_API: Final[UpstreamApi] = "auto"
 _DEFAULT_JOURNAL_RETENTION_SECONDS: Final = 30 * 86400.0
 _DEFAULT_RECHECK_INTERVAL_SECONDS: Final = 7 * 86400.0
 _DEFAULT_RETRY_BASE_SECONDS: Final = 300.0
@@ -105,6 +111,7 @@ _MIRROR_KEYS: Final[frozenset[str]] = frozenset(
         "simple-format",
         "json",
         "metadata-source",
+        "upstream-api",
         "allow-non-https",
         "contact",
         "retry-base",
@@ -223,6 +230,9 @@ class Config:
     its sha256 (or cannot be had)."""
     metadata_source: MetadataSource = _DEFAULT_METADATA_SOURCE
     """``metadata-source``: ``simple`` (PEP 691 project pages) or ``json``."""
+    upstream_api: UpstreamApi = _DEFAULT_UPSTREAM_API
+    """``upstream-api``: ``xmlrpc`` (the changelog), ``simple`` (the PEP 691 root
+    index, for upstreams without XML-RPC) or ``auto`` (XML-RPC when upstream has it)."""
     journal_retention_seconds: float = _DEFAULT_JOURNAL_RETENTION_SECONDS
     """``journal-retention``: how long the mirror's own journal keeps a row (what
     ``mirror serve`` answers followers' ``changelog_since_serial`` from)."""
@@ -388,6 +398,7 @@ def parse_config(text: str, *, source: Path | None = None) -> Config:
         keep_json=mirror.boolean("json", default=False),
         verify_provenance=mirror.boolean("verify-provenance", default=False),
         metadata_source=_metadata_source(mirror),
+        upstream_api=_upstream_api(mirror),
         journal_retention_seconds=mirror.duration(
             "journal-retention", default=_DEFAULT_JOURNAL_RETENTION_SECONDS
         ),
@@ -490,6 +501,19 @@ def _metadata_source(section: _Section) -> MetadataSource:
     if raw is None:
         return _DEFAULT_METADATA_SOURCE
     by_name = {str(known): known for known in METADATA_SOURCES}
+    value = by_name.get(raw.lower())
+    if value is None:
+        raise section.invalid(key, "one of " + ", ".join(sorted(by_name)), raw)
+    return value
+
+
+def _upstream_api(section: _Section) -> UpstreamApi:
+    """``upstream-api``: ``auto``, ``xmlrpc`` or ``simple``, any case."""
+    key = "upstream-api"
+    raw = section.get(key)
+    if raw is None:
+        return _DEFAULT_UPSTREAM_API
+    by_name = {str(known): known for known in UPSTREAM_APIS}
     value = by_name.get(raw.lower())
     if value is None:
         raise section.invalid(key, "one of " + ", ".join(sorted(by_name)), raw)

@@ -17,6 +17,7 @@ the CLI turns these errors into exit codes.
     │   ├── ProjectNotFoundError    404 for a project: it is gone upstream
     │   ├── UnconfirmedNotFoundError  a project's 404 nothing confirms: kept, retried later
     │   ├── XmlRpcFaultError        an XML-RPC <fault> (rate-limit faults are transient)
+    │   ├── NoXmlRpcError           upstream has no XML-RPC endpoint (404, 405, 501, a page)
     │   └── MalformedResponseError  a body that does not parse or has the wrong shape
     │       └── UnsafePathError     a file name or URL path that could escape the mirror
     ├── IntegrityError              downloaded bytes do not match size or sha256
@@ -120,6 +121,12 @@ class XmlRpcFaultError(UpstreamError):
         self.method = method
         self.code = code
         self.fault_string = fault_string
+
+
+class NoXmlRpcError(UpstreamError):
+    """Upstream has no XML-RPC endpoint at ``/pypi``: it answered 404, 405 or 501, or
+    an HTML or JSON page (devpi, a static tree, a company index). With
+    ``upstream-api = auto`` the mirror then follows the PEP 691 root index instead."""
 
 
 class MalformedResponseError(UpstreamError):

@@ -183,7 +183,7 @@ class ProjectDetail:
             raise MalformedResponseError(f"name: expected {name!r}, got {got_name!r}")
         meta = root.optional("meta")
         serial_node = meta.optional("_last-serial") if meta is not None else None
-        body_serial = serial_node.optional_int() if serial_node is not None else None
+        body_serial = serial_node.optional_serial() if serial_node is not None else None
         if body_serial is None and serial is None:
             raise MalformedResponseError("meta._last-serial: missing, and no X-PyPI-Last-Serial")
         files = tuple(_file_from_simple_json(node, page_url) for node in root.key("files").items())
@@ -288,6 +288,63 @@ ListingRow: TypeAlias = tuple[NormalizedName, str, Serial]
 
 A plain tuple, not a :class:`ListedProject`: the root index is rewritten from 600,000
 of these, and building a dataclass for each would cost more than reading them."""
+
+
+RootRow: TypeAlias = tuple[NormalizedName, str, "Serial | None"]
+"""One project of a PEP 691 root index: name, display name, its ``_last-serial`` (None
+when the index does not give one). A tuple for the reason :data:`ListingRow` is."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimpleRoot:
+    """A PEP 691 JSON root index (``/simple/``), what a mirror follows an upstream
+    without XML-RPC through."""
+
+    projects: tuple[RootRow, ...]
+    """Every listed project once, in the index's order (a repeated name: the first)."""
+    serial: Serial | None
+    """``meta._last-serial``; None when absent."""
+    skipped: int = 0
+    """Entries whose name no project could have, left out."""
+
+    @property
+    def has_serials(self) -> bool:
+        """Whether every project carries a ``_last-serial`` (ours, Warehouse's do;
+        bandersnatch's, devpi's and most static trees' do not)."""
+        return all(serial is not None for _, _, serial in self.projects)
+
+    @classmethod
+    def from_json(cls, data: object) -> SimpleRoot:
+        """Parse a PEP 691 JSON root. ``_last-serial`` may be an integer or a decimal
+        string (bandersnatch writes strings). Raises MalformedResponseError naming the
+        key path."""
+        root = _Node(data, "")
+        meta = root.optional("meta")
+        serial_node = meta.optional("_last-serial") if meta is not None else None
+        serial = serial_node.optional_serial() if serial_node is not None else None
+        rows: dict[NormalizedName, RootRow] = {}
+        skipped = 0
+        for node in root.key("projects").items():
+            display = node.key("name").string()
+            if not _PROJECT_NAME_RE.match(display):
+                skipped += 1
+                continue
+            project_serial_node = node.optional("_last-serial")
+            project_serial = (
+                None if project_serial_node is None else project_serial_node.optional_serial()
+            )
+            name = canonicalize_name(display)
+            rows.setdefault(name, (name, display, project_serial))
+        return cls(projects=tuple(rows.values()), serial=serial, skipped=skipped)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PageValidator:
+    """What tells whether a project page changed without a serial in the root index:
+    its ``X-PyPI-Last-Serial`` and its ``ETag``, either possibly absent."""
+
+    etag: str | None = None
+    serial: Serial | None = None
 
 
 def changed_projects(entries: Iterable[ChangelogEntry]) -> dict[NormalizedName, Serial]:
@@ -526,6 +583,13 @@ class _Node:
         if self.value is None:
             return None
         return self.integer()
+
+    def optional_serial(self) -> Serial | None:
+        """A serial: an integer, a decimal string (bandersnatch's pages) or null."""
+        if isinstance(self.value, str) and self.value.isascii() and self.value.isdigit():
+            return Serial(int(self.value))
+        value = self.optional_int()
+        return None if value is None else Serial(value)
 
     def boolean(self) -> bool:
         if not isinstance(self.value, bool):

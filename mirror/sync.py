@@ -26,13 +26,21 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 from packaging.utils import NormalizedName
 
 from mirror import changes, closure, deletion
-from mirror.errors import JournalPrunedError, MirrorError, StorageError, XmlRpcFaultError
+from mirror.config import UpstreamApi
+from mirror.errors import (
+    JournalPrunedError,
+    MirrorError,
+    NoXmlRpcError,
+    StorageError,
+    XmlRpcFaultError,
+)
 from mirror.fetch import Fetcher
 from mirror.filters import FilterSet
 from mirror.groupcommit import GroupCommit
@@ -41,6 +49,7 @@ from mirror.pages import PageWriter
 from mirror.progress import NoProgress, ProgressSink
 from mirror.project import ProjectSync
 from mirror.report import ProjectFailure, SyncReport, Tally
+from mirror.rootfollow import RootFollower, full_listing
 from mirror.state import (
     ADOPT_RECONCILE_KEY,
     FILTERS_META_KEY,
@@ -78,6 +87,9 @@ class SyncOptions:
     verify_provenance: bool = False
     """Refuse a file whose provenance does not attest its sha256 (``verify-provenance``)."""
     metadata_source: Literal["simple", "json"] = "simple"
+    upstream_api: UpstreamApi = "auto"
+    """How changes are found (``upstream-api``): the XML-RPC changelog, the PEP 691
+    root index, or the first upstream offers."""
     retry_base_seconds: float = 300.0
     retry_max_seconds: float = 86_400.0
     metrics_file: Path | None = None
@@ -163,6 +175,8 @@ class _Run:
         self._clock = clock
         self._progress = progress
         self._tally = Tally()
+        self._root = RootFollower(upstream=upstream, state=state, clock=clock)
+        self._listing = partial(first_listing, upstream, api=options.upstream_api)
         self._pages = PageWriter(storage=storage, state=state, formats=options.formats)
         self._projects = ProjectSync(
             upstream=upstream,
@@ -205,6 +219,7 @@ class _Run:
                 filters,
                 interval_seconds=self._options.recheck_interval,
                 now=self._clock(),
+                api=self._options.upstream_api,
             )
             line = self._clock() - self._options.cooldown  # held files now due, queued
             await asyncio.to_thread(self._state.queue_due_held, line, self._clock())
@@ -267,12 +282,13 @@ class _Run:
     # --- change detection -----------------------------------------------------------
 
     async def _queue_changes(self, filters: FilterSet) -> Serial:
-        """Queue every upstream change since the mirror serial and advance the serial;
-        return the serial upstream is at, as far as this run knows.
+        """Queue upstream's changes since the mirror serial and advance it (one
+        transaction); the serial upstream is at, by ``upstream-api`` (see rootfollow)."""
+        changelog = partial(self._queue_changelog, filters)
+        return await self._root.queue(self._options.upstream_api, filters, changelog=changelog)
 
-        The queue insert and the serial update are one transaction, so a crash either
-        loses both (the next run reads the same changes again) or keeps both.
-        """
+    async def _queue_changelog(self, filters: FilterSet) -> Serial:
+        """:meth:`_queue_changes` by XML-RPC (NoXmlRpcError, nothing queued, without)."""
         serial = await asyncio.to_thread(self._state.mirror_serial)
         display_names: Mapping[NormalizedName, str] = {}
         if serial is None:
@@ -299,9 +315,7 @@ class _Run:
                 )
         adopted = await asyncio.to_thread(self._state.get_meta, ADOPT_RECONCILE_KEY)
         if adopted and serial is not None:
-            found = await reconcile_adopted(
-                self._state, found, first_listing(self._upstream, filters)
-            )
+            found = await reconcile_adopted(self._state, found, self._listing(filters))
             display_names = found.display_names
         queued = admitted(found.projects, filters)
         await asyncio.to_thread(
@@ -325,7 +339,7 @@ class _Run:
         # Read the last serial first: a change that lands while the listing is built
         # is then seen again by the next run's changelog, never missed.
         last = await self._upstream.changelog_last_serial()
-        listed, display_names, complete = await first_listing(self._upstream, filters)
+        listed, display_names, complete = await self._listing(filters)
         found = changes.first_sync(listed, await self._held(), last_serial=last, complete=complete)
         # As full a comparison as a re-check (an allowlist's names are all queued): the
         # next re-check is due an interval from now.
@@ -357,11 +371,11 @@ class _Run:
             return
         if decision == "requeue":
             listed: Mapping[NormalizedName, Serial] = {}
-            display_names: dict[NormalizedName, str] = {}
+            display_names: Mapping[NormalizedName, str] = {}
             held = await self._held()
             gone: frozenset[NormalizedName] = frozenset()
             if await asyncio.to_thread(self._state.mirror_serial) is not None:
-                listing, display_names, complete = await first_listing(self._upstream, filters)
+                listing, display_names, complete = await self._listing(filters)
                 listed = admitted(listing, filters)
                 if complete:
                     gone = changes.unlisted(listing, held)
@@ -566,18 +580,19 @@ def admitted(
     return kept
 
 
-async def first_listing(
-    upstream: Upstream, filters: FilterSet
-) -> tuple[Mapping[NormalizedName, Serial], dict[NormalizedName, str], bool]:
+_Listed = tuple[Mapping[NormalizedName, Serial], Mapping[NormalizedName, str], bool]
+
+
+async def first_listing(upstream: Upstream, filters: FilterSet, *, api: UpstreamApi) -> _Listed:
     """``({project: serial}, {project: display name}, complete)`` for a first sync.
     With an allowlist that is the allowed names (not ``complete``: they confirm no
     removal), so the full listing of hundreds of thousands of names is never
-    fetched."""
+    fetched; otherwise the full listing by ``api`` (:func:`mirror.rootfollow.full_listing`)."""
     allowed = changes.allowlisted(filters)
     if allowed is not None:
         return allowed, {}, False
-    listing = await upstream.list_packages_with_serial()
-    return listing.serials, listing.display_names, True
+    serials, display_names = await full_listing(upstream, api)
+    return serials, display_names, True
 
 
 async def recheck(
@@ -587,6 +602,7 @@ async def recheck(
     *,
     interval_seconds: float,
     now: float,
+    api: UpstreamApi = "auto",
 ) -> None:
     """When the last full comparison is older than ``interval_seconds``
     (``recheck-interval``; 0: never), read the full listing and queue every project
@@ -600,9 +616,16 @@ async def recheck(
         last = float(raw) if raw else None
     except ValueError:
         last = None
-    if not changes.is_recheck_due(last, now=now, interval_seconds=interval_seconds):
+    # Through the root index (``upstream-api = simple``, or ``auto`` without XML-RPC)
+    # every run compares the whole root already.
+    if api == "simple" or not changes.is_recheck_due(
+        last, now=now, interval_seconds=interval_seconds
+    ):
         return
-    listing = await upstream.list_packages_with_serial()
+    try:
+        listing = await upstream.list_packages_with_serial()
+    except NoXmlRpcError:
+        return
     held = await asyncio.to_thread(lambda: {row.name: row.serial for row in state.iter_projects()})
     found = changes.recheck(admitted(listing.serials, filters), held)
     logger.info(

@@ -3,8 +3,10 @@
 It covers PyPI's three mirroring XML-RPC methods (``changelog_last_serial``,
 ``changelog_since_serial``, ``list_packages_with_serial``), a project's detail from the
 PEP 691 JSON simple page or the ``/pypi/<project>/json`` API (with the
-``X-PyPI-Last-Serial`` staleness check), the raw JSON API body, and streamed,
-verified-by-the-caller downloads.
+``X-PyPI-Last-Serial`` staleness check), the raw JSON API body, the PEP 691 root index
+and each page's serial and ETag (how an upstream without XML-RPC is followed), and
+streamed, verified-by-the-caller downloads. An upstream without the XML-RPC endpoint
+is told apart (NoXmlRpcError) from one whose endpoint fails.
 
 Every failure leaves this module as a :class:`~mirror.errors.MirrorError`: aiohttp,
 XML and JSON exceptions are translated here, with ``raise ... from exc``.
@@ -38,7 +40,7 @@ import ssl
 import time
 import xmlrpc.client
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -55,6 +57,7 @@ from mirror.errors import (
     HTTPStatusError,
     IntegrityError,
     MalformedResponseError,
+    NoXmlRpcError,
     ProjectNotFoundError,
     StaleResponseError,
     TransientUpstreamError,
@@ -62,7 +65,7 @@ from mirror.errors import (
     XmlRpcFaultError,
 )
 from mirror.listing import Listing, ListingParser
-from mirror.models import ChangelogEntry, ProjectDetail, Serial
+from mirror.models import ChangelogEntry, PageValidator, ProjectDetail, Serial, SimpleRoot
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +86,9 @@ MAX_PAGE_BYTES: Final = 64 * 1024 * 1024
 
 MAX_XMLRPC_BYTES: Final = 512 * 1024 * 1024
 """Largest XML-RPC answer read (PyPI's full listing is about 35-70 MB of XML)."""
+
+_NO_XMLRPC_STATUSES: Final = frozenset({404, 405, 501})
+"""What an upstream without an XML-RPC endpoint answers ``POST /pypi`` with."""
 
 _CHUNK_BYTES: Final = 1024 * 1024
 # Pages up to this size are parsed on the event loop (~0.1 ms), bigger ones in a thread.
@@ -283,12 +289,11 @@ class Upstream:
         streams in; return what the parser makes of it."""
         url = f"{self._base}/pypi"
         body = xmlrpc.client.dumps(params, method, allow_none=True).encode()
-        headers = {"Content-Type": "text/xml", "Accept": "text/xml"}
 
         async def attempt(number: int) -> _T:
             limit = self._settings.max_xmlrpc_bytes
             async with (
-                self._open("POST", url, headers=headers, data=body) as response,
+                _xmlrpc_answer(self._open, url, body) as response,
                 aclosing(_capped_chunks(response, url, limit)) as chunks,
             ):
                 parser = new_parser()
@@ -304,6 +309,54 @@ class Upstream:
                     ) from exc
 
         return await self._retrying(f"XML-RPC {method}", attempt)
+
+    # --- the PEP 691 root index ---------------------------------------------------------
+
+    async def simple_root(self) -> SimpleRoot:
+        """The PEP 691 JSON root ``/simple/`` (``upstream-api = simple``), capped as
+        the full listing is. Raises MalformedResponseError (not PEP 691 JSON: the
+        Content-Type must be :data:`SIMPLE_JSON_TYPE`), TransientUpstreamError,
+        HTTPStatusError."""
+        url = f"{self._base}/simple/"
+
+        async def attempt(number: int) -> SimpleRoot:
+            headers = {"Accept": SIMPLE_JSON_TYPE}
+            async with self._open("GET", url, headers=headers) as response:
+                if response.content_type.lower() != SIMPLE_JSON_TYPE:
+                    raise MalformedResponseError(
+                        f"{redact_url(url)}: Content-Type {response.content_type!r}, expected "
+                        f"{SIMPLE_JSON_TYPE!r} (a PEP 691 index is needed to follow it)"
+                    )
+                body = await _read_capped(response, url, self._settings.max_xmlrpc_bytes)
+            return await asyncio.to_thread(_parse_root, body, url)
+
+        return await self._retrying("root index", attempt)
+
+    async def page_validator(
+        self, name: NormalizedName, known: PageValidator | None
+    ) -> PageValidator:
+        """The PEP 691 page's ``X-PyPI-Last-Serial`` and ``ETag``, asked with
+        ``If-None-Match`` when ``known`` has an ETag (a 304 returns ``known``); a 404
+        an empty validator. Raises TransientUpstreamError, HTTPStatusError."""
+        url = f"{self._base}/simple/{name}/"
+
+        async def attempt(number: int) -> PageValidator:
+            headers = {"Accept": SIMPLE_JSON_TYPE}
+            if known is not None and known.etag is not None:
+                headers["If-None-Match"] = known.etag
+            try:
+                async with self._open("GET", url, headers=headers, project=name) as response:
+                    if response.status == 304 and known is not None:
+                        return known
+                    # Read to the end, so that the connection is reused.
+                    await _read_capped(response, url, self._settings.max_page_bytes)
+                    return PageValidator(
+                        etag=response.headers.get("ETag"), serial=_serial_header(response)
+                    )
+            except ProjectNotFoundError:
+                return PageValidator()
+
+        return await self._retrying(f"page of {name}", attempt)
 
     # --- project detail -----------------------------------------------------------------
 
@@ -515,11 +568,13 @@ def _check_status(
     response: aiohttp.ClientResponse, url: str, *, project: NormalizedName | None
 ) -> None:
     status = response.status
-    if status < 300:
+    # 304: the answer to If-None-Match (only page_validator sends one).
+    if status < 300 or status == 304:
         return
     if status == 404 and project is not None:
         raise ProjectNotFoundError(project)
-    if status == 429 or status >= 500:
+    # 501 Not Implemented will not change with a retry (an upstream without XML-RPC).
+    if status == 429 or (status >= 500 and status != 501):
         raise TransientUpstreamError(
             f"{redact_url(url)}: HTTP {status}", retry_after_seconds=_retry_after(response)
         )
@@ -657,6 +712,49 @@ def _fault_error(method: str, fault: xmlrpc.client.Fault) -> UpstreamError:
 
 def _unescaped(entry: ChangelogEntry) -> ChangelogEntry:
     return replace(entry, action=html.unescape(entry.action))
+
+
+@asynccontextmanager
+async def _xmlrpc_answer(
+    open_request: Callable[..., AbstractAsyncContextManager[aiohttp.ClientResponse]],
+    url: str,
+    body: bytes,
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """``POST`` an XML-RPC call through ``open_request`` (``Upstream._open``). An
+    upstream without the endpoint raises NoXmlRpcError: it answers 404, 405 or 501, or
+    one of its HTML or JSON pages; any other answer that fails to parse is a broken
+    endpoint (MalformedResponseError, from the caller's parser)."""
+    headers = {"Content-Type": "text/xml", "Accept": "text/xml"}
+    try:
+        async with open_request("POST", url, headers=headers, data=body) as response:
+            if _is_page_type(response.content_type):
+                raise NoXmlRpcError(
+                    f"{redact_url(url)}: no XML-RPC endpoint (an answer of type "
+                    f"{response.content_type!r})"
+                )
+            yield response
+    except HTTPStatusError as exc:
+        if exc.status not in _NO_XMLRPC_STATUSES:
+            raise
+        raise NoXmlRpcError(f"{exc}: no XML-RPC endpoint") from exc
+
+
+def _is_page_type(content_type: str) -> bool:
+    """Whether ``content_type`` is an HTML or JSON page's, never an XML-RPC answer's."""
+    lowered = content_type.lower()
+    return "html" in lowered or "json" in lowered
+
+
+def _parse_root(body: bytes, url: str) -> SimpleRoot:
+    """Parse a root index body (in a worker thread: PyPI's is tens of MB)."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise MalformedResponseError(f"{redact_url(url)}: not JSON: {exc}") from exc
+    try:
+        return SimpleRoot.from_json(data)
+    except MalformedResponseError as exc:
+        raise MalformedResponseError(f"{redact_url(url)}: {exc}") from exc
 
 
 def _parse_detail(

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from aiohttp import web
+
 from mirror.rpc import journal_serial_reader, xmlrpc_routes
 from mirror.server import running_server
 from mirror.state import STATE_NAME, StateStore
@@ -18,6 +20,7 @@ from mirror.upstream import Upstream, UpstreamSettings
 from tests.harness import Clock, no_sleep
 
 ROOT_JSON = "simple/index.v1_json"
+SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 
 
 @asynccontextmanager
@@ -34,6 +37,40 @@ async def served(directory: Path, *, xmlrpc: bool = True) -> AsyncIterator[str]:
         page_serial=journal_serial_reader(directory) if xmlrpc else None,
     ) as url:
         yield url
+
+
+@asynccontextmanager
+async def static_tree(directory: Path) -> AsyncIterator[str]:
+    """The mirror ``directory``'s ``web/`` served as a bandersnatch tree behind nginx
+    is: the JSON root without any ``_last-serial``, pages and files as static files
+    (``ETag``, ``If-None-Match`` answered 304, no ``X-PyPI-Last-Serial``), nothing
+    answering ``POST /pypi``. Yields the base URL."""
+    web_root = directory / "web"
+
+    async def root(request: web.Request) -> web.Response:
+        data = json.loads((web_root / ROOT_JSON).read_bytes())
+        del data["meta"]["_last-serial"]
+        projects = [{"name": project["name"]} for project in data["projects"]]
+        return web.json_response({**data, "projects": projects}, content_type=SIMPLE_JSON)
+
+    async def page(request: web.Request) -> web.FileResponse:
+        path = web_root / "simple" / request.match_info["name"] / "index.v1_json"
+        if not path.is_file():
+            raise web.HTTPNotFound
+        return web.FileResponse(path, headers={"Content-Type": SIMPLE_JSON})
+
+    app = web.Application()
+    app.router.add_get("/simple/", root)
+    app.router.add_get("/simple/{name}/", page)
+    app.router.add_static("/packages/", web_root / "packages")
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 async def sync_from(

@@ -19,6 +19,7 @@ ARCHITECTURE = ROOT / "docs" / "architecture.md"
 PURE_MODULES = (
     "mirror.plan",
     "mirror.changes",
+    "mirror.rootdiff",
     "mirror.closure",
     "mirror.simple",
     "mirror.models",

@@ -26,6 +26,7 @@ FIELD_KEYS = {
     "keep_json": "json",
     "verify_provenance": "verify-provenance",
     "metadata_source": "metadata-source",
+    "upstream_api": "upstream-api",
     "allow_non_https": "allow-non-https",
     "user_agent_contact": "contact",
     "retry_base_seconds": "retry-base",
@@ -79,6 +80,7 @@ def test_defaults_apply_when_only_directory_is_set() -> None:
         formats=frozenset({"html", "json"}),
         keep_json=False,
         metadata_source="simple",
+        upstream_api="auto",
         allow_non_https=False,
         user_agent_contact=None,
         retry_base_seconds=300.0,
@@ -145,6 +147,9 @@ VALID = [
     ("verify-provenance = true", "verify_provenance", True),
     ("metadata-source = json", "metadata_source", "json"),
     ("metadata-source = Simple", "metadata_source", "simple"),
+    ("upstream-api = simple", "upstream_api", "simple"),
+    ("upstream-api = XMLRPC", "upstream_api", "xmlrpc"),
+    ("upstream-api = auto", "upstream_api", "auto"),
     ("allow-non-https = true", "allow_non_https", True),
     ("contact = ops@example.org", "user_agent_contact", "ops@example.org"),
     (
@@ -227,6 +232,11 @@ INVALID = [
     ("json =", "json", "expected true or false"),
     ("allow-non-https = si", "allow-non-https", "expected true or false"),
     ("metadata-source = xmlrpc", "metadata-source", "expected one of json, simple, got 'xmlrpc'"),
+    (
+        "upstream-api = json",
+        "upstream-api",
+        "expected one of auto, simple, xmlrpc, got 'json'",
+    ),
     ("contact = café@example.org", "contact", "printable ASCII"),
     ("contact = ops@example.org\n  second line", "contact", "printable ASCII"),
     (

@@ -16,7 +16,8 @@ lock, transactions, migrations), :mod:`~mirror.state.schema`,
 :mod:`~mirror.state.queue`, :mod:`~mirror.state.history`, :mod:`~mirror.state.journal`,
 :mod:`~mirror.state.timeline` (file history, held files), :mod:`~mirror.state.seeds`
 (on-demand projects, missing locked files),
-:mod:`~mirror.state.exclusions` (the projects ``mirror delete`` keeps out), and
+:mod:`~mirror.state.exclusions` (the projects ``mirror delete`` keeps out),
+:mod:`~mirror.state.validators` (what the root-index follower last saw), and
 :mod:`~mirror.state.store`, whose :class:`StateStore` is all of them on one
 connection. Import from here.
 """

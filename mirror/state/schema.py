@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """The schema version this code writes; older stores are migrated, newer ones refused."""
 
 _DDL = """
@@ -192,6 +192,19 @@ UPDATE file_history SET provenance = NULL
 """
 """Schema version 7: each file's provenance copy."""
 
+_DDL_8 = """
+-- What the mirror last saw of each project upstream lists, when it follows upstream
+-- through the PEP 691 root index (upstream-api = simple): the root's _last-serial, or
+-- the page's X-PyPI-Last-Serial and ETag. A project whose page no longer matches is
+-- queued. Rows are written once the changes they describe are queued.
+CREATE TABLE page_validators (
+    name   TEXT PRIMARY KEY,
+    etag   TEXT,
+    serial INTEGER
+) WITHOUT ROWID;
+"""
+"""Schema version 8: the page validators of the root-index follower."""
+
 MIGRATIONS: Mapping[int, str] = {
     1: _DDL,
     2: _DDL_2,
@@ -200,6 +213,7 @@ MIGRATIONS: Mapping[int, str] = {
     5: _DDL_5,
     6: _DDL_6,
     7: _DDL_7,
+    8: _DDL_8,
 }
 """The statements that bring a database of version N - 1 to version N, by N (an empty
 database is version 0). The DDL text is what existing stores were created with: a

@@ -10,9 +10,12 @@ from mirror.state.meta import Meta
 from mirror.state.queue import TodoQueue
 from mirror.state.seeds import Seeds
 from mirror.state.timeline import Timeline
+from mirror.state.validators import PageValidators
 
 
-class StateStore(Inventory, TodoQueue, RunHistory, Journal, Timeline, Seeds, Exclusions, Meta):
+class StateStore(
+    Inventory, TodoQueue, RunHistory, Journal, Timeline, Seeds, Exclusions, PageValidators, Meta
+):
     """The mirror's SQLite state store. Open it with :meth:`open`; close it when done.
 
     Each concern is a class of its own module, all built on the one connection of
@@ -24,7 +27,8 @@ class StateStore(Inventory, TodoQueue, RunHistory, Journal, Timeline, Seeds, Exc
     the files the cooldown holds back), :class:`~mirror.state.seeds.Seeds` (the
     projects added on demand, the locked files upstream lacks),
     :class:`~mirror.state.exclusions.Exclusions` (the projects ``mirror delete`` keeps
-    out) and
+    out), :class:`~mirror.state.validators.PageValidators` (what the root-index
+    follower last saw upstream) and
     :class:`~mirror.state.meta.Meta` (the mirror serial and named values). A write
     that spans concerns (a commit settles the project's todo item) is one transaction
     of the concern that owns it.

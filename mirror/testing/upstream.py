@@ -214,7 +214,9 @@ class FakeUpstream:
     hosts raise ValueError: this server must never be reachable from the network.
     ``faults`` is the initial :attr:`faults` plan; ``network`` the initial
     :attr:`network`; ``tls`` serves HTTPS with that server context (the base URL is
-    then ``https://``).
+    then ``https://``). With ``xmlrpc_enabled`` false (or set false later)
+    ``POST /pypi`` answers 404, as an index without XML-RPC does (devpi, a static
+    tree, a company index).
     """
 
     def __init__(
@@ -226,10 +228,13 @@ class FakeUpstream:
         faults: FaultPlan | None = None,
         network: Network | None = None,
         tls: ssl.SSLContext | None = None,
+        xmlrpc_enabled: bool = True,
     ):
         if not is_loopback(host):
             raise ValueError(f"refusing to serve on non-loopback host {host!r}")
         self.page_limit = page_limit
+        self.xmlrpc_enabled = xmlrpc_enabled
+        """Whether ``POST /pypi`` answers XML-RPC (else 404)."""
         self.request_log: list[tuple[str, str]] = []
         """``(method, path with query)`` of every request, in arrival order."""
         self._host = host
@@ -867,6 +872,8 @@ class FakeUpstream:
         )
 
     async def _handle_xmlrpc(self, request: web.Request) -> web.Response:
+        if not self.xmlrpc_enabled:
+            return web.Response(status=404, text="404 Not Found")
         body = await request.read()
         try:
             params, method = xmlrpc.client.loads(body, use_builtin_types=True)
