@@ -310,3 +310,38 @@ async def test_the_bucket_serves_a_copy_with_its_media_type(
         status, media_type, body = await get(f"{url}/{copy}")
     assert (status, media_type) == (200, PROVENANCE_MEDIA_TYPE)
     check_provenance(body, filename=WHEEL, sha256=SHA, verify_subjects=False)
+
+
+async def test_a_file_that_fails_leaves_no_copy_behind(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    upstream.add_release("Demo", "1.0", provenance=True, sdist=False)
+    upstream.fail_next("/packages/", status=404, times=10)
+    report = await runner.sync()
+    assert not report.ok
+    assert not list(runner.web.rglob("*.provenance"))
+    assert_consistent(runner.directory)
+
+
+async def test_a_recorded_file_without_its_copy_gets_only_the_copy(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    upstream.add_release("Demo", "1.0", provenance=True, sdist=False)
+    await runner.sync()
+    copy = provenance_on_disk(runner.web, "demo", WHEEL)
+    assert copy is not None
+    body = copy.read_bytes()
+    copy.unlink()
+    import sqlite3  # noqa: PLC0415  # only this test writes the raw database
+
+    raw = sqlite3.connect(runner.directory / "mirror.db")
+    raw.execute("UPDATE files SET provenance_sha256 = NULL, provenance_size = NULL")
+    raw.commit()
+    raw.close()
+    upstream.add_release("Demo", "1.1", sdist=False)
+    report = await runner.sync()
+    assert report.ok
+    # The new release's wheel and its .metadata, the two copies: the old wheel stays.
+    assert copy_of(runner.web, WHEEL) == body
+    outcome = await verify(runner.directory, formats=BOTH, workers=1)
+    assert outcome.report.problems == ()
