@@ -345,3 +345,29 @@ async def test_a_recorded_file_without_its_copy_gets_only_the_copy(
     assert copy_of(runner.web, WHEEL) == body
     outcome = await verify(runner.directory, formats=BOTH, workers=1)
     assert outcome.report.problems == ()
+
+
+async def test_storing_a_copy_leaves_the_temps_beside_it_alone(
+    upstream: FakeUpstream, runner: MirrorRunner
+) -> None:
+    # A copy shares its file's directory and is stored while the file's own temp may
+    # still be written there: storing it must not sweep that temp away (write_files'
+    # stale-temp sweep in a writer process did, and the file then failed, ENOENT).
+    upstream.add_release("Demo", "1.0", provenance=True, sdist=False)
+    await runner.sync()
+    copy = provenance_on_disk(runner.web, "demo", WHEEL)
+    assert copy is not None
+    copy.unlink()
+    import sqlite3  # noqa: PLC0415  # only these tests write the raw database
+
+    raw = sqlite3.connect(runner.directory / "mirror.db")
+    raw.execute("UPDATE files SET provenance_sha256 = NULL, provenance_size = NULL")
+    raw.commit()
+    raw.close()
+    in_flight = copy.parent / f".{WHEEL}.inflight.part"
+    in_flight.write_bytes(b"half a wheel")
+    upstream.add_release("Demo", "1.1", sdist=False)
+    report = await runner.sync()
+    assert report.ok, report
+    assert copy.is_file()
+    assert in_flight.read_bytes() == b"half a wheel"
