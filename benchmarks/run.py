@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -39,14 +41,26 @@ DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "latest.json"
 MB = 1_000_000
 GB = 1_000_000_000
 # verify comes right after large-files: it checks the large-files mirrors while the
-# large corpus' upstream (kept in memory) is still up, and that upstream is stopped
-# before any other case starts.
-CASES = ("large-files", "verify", "small-projects", "incremental", "scale")
-LARGE_CASES = frozenset({"large-files", "verify"})
+# large corpus' upstream (kept in memory) is still up; s3 uses it too, and stops it
+# once done with it. That upstream is stopped before any other case starts.
+CASES = ("large-files", "verify", "s3", "small-projects", "incremental", "scale")
+LARGE_CASES = frozenset({"large-files", "verify", "s3"})
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 MIRROR = "mirror"
 BANDERSNATCH = "bandersnatch"
 CEILING = "ceiling"
+MIRROR_S3 = "mirror-s3"
+"""``mirror sync`` with ``[storage] backend = s3``, into a bucket of a local moto server."""
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "bench-key-id",
+    "AWS_SECRET_ACCESS_KEY": "bench-secret-key",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+"""Dummy credentials for moto on loopback (botocore's chain finds them in the env),
+shared config files and instance metadata off: nothing reaches a real cloud."""
 RSS_LIMIT_BYTES = 300 * MIB
 
 
@@ -210,6 +224,89 @@ def launch(corpus: str, *, count: int, log: Path, large_factor: float = 1.0) -> 
             process.stdout.close()
 
 
+@contextmanager
+def s3_server(log: Path) -> Iterator[str]:
+    """Start ``benchmarks.s3server`` (moto on 127.0.0.1); its endpoint URL. Stopped on
+    exit (its stdin closed, then SIGTERM)."""
+    argv = [sys.executable, "-m", "benchmarks.s3server"]
+    with log.open("ab") as errors:
+        process = subprocess.Popen(  # noqa: S603  # our own module
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            cwd=REPO,
+        )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the S3 server exited early; see {log}")
+        endpoint = str(json.loads(line)["endpoint"])
+        if not endpoint.startswith("http://127.0.0.1:"):
+            raise RuntimeError(f"refusing an S3 endpoint off loopback: {endpoint}")
+        yield endpoint
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        process.terminate()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+class Bucket:
+    """One bucket of the benchmark's S3 server (a plain botocore client: the benchmark
+    itself needs no event loop)."""
+
+    def __init__(self, endpoint: str, name: str) -> None:
+        from botocore.session import get_session  # noqa: PLC0415  # the S3 case only
+
+        self.endpoint = endpoint
+        self.name = name
+        self._client = get_session().create_client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+        self._client.create_bucket(Bucket=name)
+
+    def storage_section(self) -> str:
+        """The ``[storage]`` section of a mirror config syncing into this bucket."""
+        return (
+            f"[storage]\nbackend = s3\nbucket = {self.name}\nprefix = mirror/\n"
+            f"endpoint-url = {self.endpoint}\nregion = {S3_CREDENTIALS['AWS_DEFAULT_REGION']}\n"
+        )
+
+    def stored(self, top: str = "packages/") -> tuple[int, int]:
+        """Objects and bytes under ``mirror/<top>``."""
+        objects = size = 0
+        for page in self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.name, Prefix=f"mirror/{top}"
+        ):
+            for item in page.get("Contents", []):
+                objects += 1
+                size += int(item["Size"])
+        return objects, size
+
+    def empty(self) -> None:
+        """Delete every object (so the server does not hold earlier rounds' bytes)."""
+        for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.name):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                self._client.delete_objects(Bucket=self.name, Delete={"Objects": keys})
+
+
+def s3_environment() -> dict[str, str]:
+    """The environment of a ``mirror sync`` into the benchmark's S3 server."""
+    cleared = {"AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"}
+    env = {name: value for name, value in os.environ.items() if name not in cleared}
+    return env | S3_CREDENTIALS
+
+
 class Bench:
     """Runs the cases of one benchmark run, appending to :class:`Results`."""
 
@@ -251,17 +348,21 @@ class Bench:
 
     # --- tools -------------------------------------------------------------------
 
-    def mirror_sync(self, directory: Path, upstream: str) -> Measurement:
-        """One ``mirror sync`` of ``directory`` from ``upstream``."""
+    def mirror_sync(
+        self, directory: Path, upstream: str, *, bucket: Bucket | None = None
+    ) -> Measurement:
+        """One ``mirror sync`` of ``directory`` from ``upstream`` (its tree in
+        ``bucket`` when given)."""
         conf = directory.with_suffix(".conf")
-        if not conf.exists():
-            conf.write_text(
-                f"[mirror]\ndirectory = {directory}\nupstream = {upstream}\n"
-                f"allow-non-https = true\nworkers = {self.workers}\n",
-                encoding="utf-8",
-            )
+        conf.write_text(
+            f"[mirror]\ndirectory = {directory}\nupstream = {upstream}\n"
+            f"allow-non-https = true\nworkers = {self.workers}\n"
+            + ("" if bucket is None else bucket.storage_section()),
+            encoding="utf-8",
+        )
         argv = [sys.executable, "-m", "mirror", "sync", "-c", str(conf), "-q"]
-        return run_measured(argv, log=self.log, cwd=REPO)
+        env = None if bucket is None else s3_environment()
+        return run_measured(argv, log=self.log, cwd=REPO, env=env)
 
     def bandersnatch_sync(
         self, directory: Path, upstream: str, *, limit_seconds: float | None = None
@@ -373,6 +474,78 @@ class Bench:
                 correct=chosen.correct,
                 note=note,
             )
+
+    def s3(self) -> None:
+        """The S3 backend against the file system in the same run: the large-files
+        corpus (MB/s, ``rounds`` times in a rotating order, the median recorded) and
+        the first many-small-projects size (projects/s), each synced by ``mirror
+        sync`` into an empty directory and into an empty bucket of a moto server on
+        loopback (``benchmarks.s3server``, a process of its own). Peak RSS is the
+        sync's alone. moto is a stand-in for the S3 API, not for an S3 service's
+        speed: the ratios say what the backend costs on top of the store it talks to.
+        """
+        if importlib.util.find_spec("moto") is None:
+            self.results.not_applicable["s3"] = "moto is not installed (pip install '.[test]')"
+            return
+        with s3_server(self.log) as endpoint:
+            self._s3_large_files(endpoint)
+            self.close_large()
+            count = self.preset.small_projects[0]
+            with launch("small", count=count, log=self.log) as up:
+                note = f"{up.ready.projects} projects, {up.ready.files} files"
+                directory = _emptied(self.workdir / "s3-small-fs")
+                ours = self.mirror_sync(directory, up.ready.upstream)
+                self.record(
+                    "s3-small-projects",
+                    MIRROR,
+                    ours,
+                    work=count,
+                    unit="projects/s",
+                    note=f"{note}; file system",
+                )
+                bucket = Bucket(endpoint, "small-projects")
+                directory = _emptied(self.workdir / "s3-small-bucket")
+                ours = self.mirror_sync(directory, up.ready.upstream, bucket=bucket)
+                objects, size = bucket.stored()
+                self.record(
+                    "s3-small-projects",
+                    MIRROR_S3,
+                    ours,
+                    work=count,
+                    unit="projects/s",
+                    correct=objects >= up.ready.files,
+                    note=f"{note}; bucket: {objects} objects, {size / MB:.1f} MB under packages/",
+                )
+                bucket.empty()
+
+    def _s3_large_files(self, endpoint: str) -> None:
+        up = self.large_upstream()
+        megabytes = up.ready.bytes / MB
+        note = f"{up.ready.files} files, {megabytes:.1f} MB"
+        upstream = up.ready.upstream
+        rounds = itertools.count()
+
+        def on_disk() -> Sample:
+            measured = self.mirror_sync(_emptied(self.workdir / "s3-large-fs"), upstream)
+            return Sample(
+                tool=MIRROR, measurement=measured, work=megabytes, note=f"{note}; file system"
+            )
+
+        def in_bucket() -> Sample:
+            bucket = Bucket(endpoint, f"large-files-{next(rounds)}")
+            directory = _emptied(self.workdir / "s3-large-bucket")
+            measured = self.mirror_sync(directory, upstream, bucket=bucket)
+            objects, size = bucket.stored()
+            bucket.empty()
+            return Sample(
+                tool=MIRROR_S3,
+                measurement=measured,
+                work=megabytes,
+                correct=size >= up.ready.bytes,
+                note=f"{note}; bucket: {objects} objects, {size / MB:.1f} MB under packages/",
+            )
+
+        self._record_rounds("s3-large-files", "MB/s", [on_disk, in_bucket])
 
     def small_projects(self) -> None:
         """Many small projects at two sizes: projects/s."""
@@ -697,6 +870,7 @@ def evaluate(results: Results) -> list[Target]:
         _target("mixed changes", "< 1x time and correct", value, ok if value else None, shown)
     )
     targets.append(_verify_target(results))
+    targets += _s3_figures(results)
     scale_runs = [r for r in results.runs if r.tool == MIRROR and r.case.startswith("scale-")]
     peak = max((r.peak_rss_mib for r in scale_runs), default=None)
     targets.append(
@@ -724,6 +898,25 @@ def _verify_target(results: Results) -> Target:
     ours, theirs = runs
     value = _ratio(ours.rate, theirs.rate) if ours and theirs else None
     return _target(name, goal, value, _ge(value, 1.5), _x(value))
+
+
+def _s3_figures(results: Results) -> list[Target]:
+    """The S3 case's ratios to the file system (status ``info``: the issue sets no
+    goal for them); none when the case did not run."""
+    figures: list[Target] = []
+    for case, what in (("s3-large-files", "MB/s"), ("s3-small-projects", "projects/s")):
+        disk, bucket = results.find(case, MIRROR), results.find(case, MIRROR_S3)
+        if disk is None or bucket is None:
+            continue
+        label = case.removeprefix("s3-").replace("-", " ")
+        rss = _ratio(bucket.peak_rss_mib, disk.peak_rss_mib)
+        for name, value in (
+            (f"S3 {label}: {what} vs file system", _ratio(bucket.rate, disk.rate)),
+            (f"S3 {label}: peak RSS vs file system", rss),
+        ):
+            shown = _x(value) or "-"
+            figures.append(Target(name=name, goal="measured", measured=shown, status="info"))
+    return figures
 
 
 def _ge(value: float | None, bound: float) -> bool | None:
@@ -871,6 +1064,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout) -> int:
         "incremental": bench.incremental,
         "scale": bench.scale,
         "verify": bench.verify,
+        "s3": bench.s3,
     }
     selected = [case for case in CASES if case in (args.only or CASES)]
     completed = False
