@@ -55,10 +55,12 @@ async def test_a_crashed_holders_lease_is_taken_over_only_once_it_ran_out(
 
 
 async def test_the_lease_is_renewed_while_the_run_lasts(s3_storage: S3Storage) -> None:
-    async with bucket_lock(s3_storage, lease_seconds=0.6):
-        await asyncio.sleep(1.0)
+    # Long enough that a renewal is never late on a loaded machine (with 0.6 s, one
+    # slow request lost the lease under a load average of 16).
+    async with bucket_lock(s3_storage, lease_seconds=3.0):
+        await asyncio.sleep(4.0)
         with pytest.raises(LockedError):
-            async with bucket_lock(s3_storage, lease_seconds=0.6):
+            async with bucket_lock(s3_storage, lease_seconds=3.0):
                 pass
 
 
