@@ -272,9 +272,11 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
         large: list[LargeFile] = []
         if args.corpus == "large":
             large = await asyncio.to_thread(publish_large, upstream, args.large_factor)
-            files_dir = Path(tempfile.mkdtemp(prefix="mirror-bench-files-", dir=_SPILL_ROOT))
-            cleanup.callback(shutil.rmtree, files_dir, ignore_errors=True)
-            await asyncio.to_thread(upstream.spill_files, files_dir)
+            # Under a cap the files go through the bucket from memory: no spill.
+            if args.network.bandwidth_bytes_per_second is None:
+                files_dir = Path(tempfile.mkdtemp(prefix="mirror-bench-files-", dir=_SPILL_ROOT))
+                cleanup.callback(shutil.rmtree, files_dir, ignore_errors=True)
+                await asyncio.to_thread(upstream.spill_files, files_dir)
         elif args.corpus == "small":
             await asyncio.to_thread(
                 generate_corpus,

@@ -1,11 +1,15 @@
-"""``python -m benchmarks.run``: ``mirror sync`` against bandersnatch on loopback.
+"""``python -m benchmarks.run``: ``mirror sync`` against bandersnatch, on loopback and
+over a simulated network.
 
 Every case starts the fake upstream (``benchmarks.launcher``) in a process of its own
 on 127.0.0.1, runs each tool as a whole process and takes its wall time, CPU time and
-peak RSS from ``os.wait4``. Prints one table (runs, then the issue's targets with
-pass/fail) and writes the same as JSON (``--output``, default
-``benchmarks/results/latest.json``). Exit status 0 when every measured process
-succeeded (a missed target is a result, not a failure of the benchmark), 1 otherwise.
+peak RSS from ``os.wait4``. The network cases put the fake at a distance
+(``--latency-ms``, ``--bandwidth``: every answer waits, file bodies share a cap) and
+run ``mirror`` at its shipped defaults, bandersnatch at its maximum ``workers = 10``.
+Prints one table (runs, then the issues' targets with pass/fail) and writes the same
+as JSON (``--output``, default ``benchmarks/results/latest.json``). Exit status 0 when
+every measured process succeeded (a missed target is a result, not a failure of the
+benchmark), 1 otherwise.
 
 Nothing here contacts a real index; the only network use outside loopback is the
 one-time ``pip install`` of bandersnatch into its own venv (``--no-bandersnatch``
@@ -43,8 +47,23 @@ GB = 1_000_000_000
 # verify comes right after large-files: it checks the large-files mirrors while the
 # large corpus' upstream (kept in memory) is still up; s3 uses it too, and stops it
 # once done with it. That upstream is stopped before any other case starts.
-CASES = ("large-files", "verify", "s3", "small-projects", "incremental", "scale")
+# The network cases: small projects at 25 ms and 100 ms per answer, large files under a
+# bandwidth cap (and 25 ms per answer).
+NET_SMALL_CASES = {"small-25ms": 25.0, "small-100ms": 100.0}
+NET_LARGE_CASE = "large-capped"
+NET_LARGE_LATENCY_MS = 25.0
+CASES = (
+    "large-files",
+    "verify",
+    "s3",
+    "small-projects",
+    "incremental",
+    "scale",
+    *NET_SMALL_CASES,
+    NET_LARGE_CASE,
+)
 LARGE_CASES = frozenset({"large-files", "verify", "s3"})
+NETWORK_CASES = frozenset({*NET_SMALL_CASES, NET_LARGE_CASE})
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 MIRROR = "mirror"
 BANDERSNATCH = "bandersnatch"
@@ -83,6 +102,12 @@ class Preset:
     bandersnatch_limit_seconds: float | None = None
     """Stop bandersnatch's many-small-projects syncs after this long and count the
     projects it finished (its todo file makes a first sync quadratic)."""
+    net_small_projects: tuple[int, int] = (20, 10)
+    """Small projects in the network cases at 25 ms and at 100 ms per answer."""
+    net_large_factor: float = 0.002
+    """The large corpus' size factor under the bandwidth cap."""
+    net_bandwidth_bytes_per_second: int = 10 * 1_000_000
+    """The cap on file bytes per second in the large-capped case."""
 
 
 PRESETS = {
@@ -94,6 +119,9 @@ PRESETS = {
         incremental_changes=20,
         scale_projects=100,
         scale_behind=20,
+        net_small_projects=(20, 10),
+        net_large_factor=0.002,
+        net_bandwidth_bytes_per_second=10 * 1_000_000,
     ),
     "small": Preset(
         large_factor=0.1,
@@ -102,6 +130,9 @@ PRESETS = {
         incremental_changes=500,
         scale_projects=60_000,
         scale_behind=1_000,
+        net_small_projects=(2_000, 1_000),
+        net_large_factor=0.5,
+        net_bandwidth_bytes_per_second=50 * 1_000_000,
     ),
     "full": Preset(
         large_factor=1.0,
@@ -111,6 +142,9 @@ PRESETS = {
         scale_projects=600_000,
         scale_behind=1_000,
         bandersnatch_limit_seconds=900.0,
+        net_small_projects=(10_000, 5_000),
+        net_large_factor=1.0,
+        net_bandwidth_bytes_per_second=50 * 1_000_000,
     ),
 }
 
@@ -202,10 +236,21 @@ class Launcher:
 
 
 @contextmanager
-def launch(corpus: str, *, count: int, log: Path, large_factor: float = 1.0) -> Iterator[Launcher]:
-    """Start the fake upstream with ``corpus``; stops it on exit."""
+def launch(
+    corpus: str,
+    *,
+    count: int,
+    log: Path,
+    large_factor: float = 1.0,
+    latency_ms: float = 0.0,
+    bandwidth_bytes_per_second: int | None = None,
+) -> Iterator[Launcher]:
+    """Start the fake upstream with ``corpus`` (that far away and that fast); stops it
+    on exit."""
     argv = [sys.executable, "-m", "benchmarks.launcher", "--corpus", corpus, "--count", str(count)]
-    argv += ["--large-factor", str(large_factor)]
+    argv += ["--large-factor", str(large_factor), "--latency-ms", str(latency_ms)]
+    if bandwidth_bytes_per_second is not None:
+        argv += ["--bandwidth", str(bandwidth_bytes_per_second)]
     with log.open("ab") as errors:
         process = subprocess.Popen(  # noqa: S603  # our own launcher module
             argv, stdout=subprocess.PIPE, stderr=errors, text=True, cwd=REPO
@@ -349,14 +394,21 @@ class Bench:
     # --- tools -------------------------------------------------------------------
 
     def mirror_sync(
-        self, directory: Path, upstream: str, *, bucket: Bucket | None = None
+        self,
+        directory: Path,
+        upstream: str,
+        *,
+        bucket: Bucket | None = None,
+        defaults: bool = False,
     ) -> Measurement:
         """One ``mirror sync`` of ``directory`` from ``upstream`` (its tree in
-        ``bucket`` when given)."""
+        ``bucket`` when given); with ``defaults`` at the mirror's shipped settings (no
+        ``workers``), else with the benchmark's ``workers``."""
         conf = directory.with_suffix(".conf")
+        tuning = "" if defaults else f"workers = {self.workers}\n"
         conf.write_text(
             f"[mirror]\ndirectory = {directory}\nupstream = {upstream}\n"
-            f"allow-non-https = true\nworkers = {self.workers}\n"
+            f"allow-non-https = true\n{tuning}"
             + ("" if bucket is None else bucket.storage_section()),
             encoding="utf-8",
         )
@@ -365,17 +417,22 @@ class Bench:
         return run_measured(argv, log=self.log, cwd=REPO, env=env)
 
     def bandersnatch_sync(
-        self, directory: Path, upstream: str, *, limit_seconds: float | None = None
+        self,
+        directory: Path,
+        upstream: str,
+        *,
+        limit_seconds: float | None = None,
+        workers: int | None = None,
     ) -> Measurement | None:
         """One ``bandersnatch mirror`` of ``directory`` (stopped after ``limit_seconds``
-        if given); None without bandersnatch."""
+        if given) with ``workers`` (default ``--workers``); None without bandersnatch."""
         if self.script is None:
             return None
         conf = directory.with_suffix(".bandersnatch.conf")
         if not conf.exists():
             directory.mkdir(parents=True, exist_ok=True)
             bandersnatch.write_config(
-                conf, directory=directory, master=upstream, workers=self.workers
+                conf, directory=directory, master=upstream, workers=workers or self.workers
             )
         argv = [str(self.script), "-c", str(conf), "mirror"]
         return run_measured(argv, log=self.log, cwd=self.workdir, limit_seconds=limit_seconds)
@@ -633,6 +690,93 @@ class Bench:
                 theirs = self.bandersnatch_sync(theirs_dir, up.ready.upstream)
                 self.record(case, BANDERSNATCH, theirs, work=touched, unit="projects/s")
 
+    def network_small(self, case: str) -> None:
+        """Small projects ``NET_SMALL_CASES[case]`` ms away: projects/s of ``mirror`` at
+        its shipped defaults and of bandersnatch at ``workers = 10``, each tree checked
+        against upstream afterwards."""
+        latency_ms = NET_SMALL_CASES[case]
+        index = list(NET_SMALL_CASES).index(case)
+        count = self.preset.net_small_projects[index]
+        with launch("small", count=count, log=self.log, latency_ms=latency_ms) as up:
+            note = (
+                f"{up.ready.projects} projects, {up.ready.files} files, "
+                f"{latency_ms:g} ms per answer"
+            )
+            expected = up.get("/expected")
+            assert isinstance(expected, dict)
+            projects: dict[str, dict[str, bool]] = expected["projects"]
+            ours_dir = self.workdir / f"{case}-mirror"
+            ours = self.mirror_sync(ours_dir, up.ready.upstream, defaults=True)
+            ours_check = check_tree(ours_dir / "web", projects)
+            self.record(
+                case,
+                MIRROR,
+                ours,
+                work=count,
+                unit="projects/s",
+                correct=ours_check.correct,
+                note=f"{note}; shipped defaults; {ours_check.describe()}",
+            )
+            theirs_dir = self.workdir / f"{case}-bander"
+            theirs = self.bandersnatch_sync(
+                theirs_dir,
+                up.ready.upstream,
+                limit_seconds=self.preset.bandersnatch_limit_seconds,
+                workers=bandersnatch.DEFAULT_WORKERS,
+            )
+            done = count
+            if theirs is not None and theirs.stopped:
+                done = bandersnatch.finished_projects(theirs_dir)
+            self.record(
+                case,
+                BANDERSNATCH,
+                theirs,
+                work=done,
+                unit="projects/s",
+                note=f"workers = {bandersnatch.DEFAULT_WORKERS}",
+            )
+
+    def network_large(self) -> None:
+        """Large files under the preset's bandwidth cap, ``NET_LARGE_LATENCY_MS`` away:
+        MB/s of ``mirror`` at its shipped defaults and of bandersnatch at ``workers =
+        10``, each into an empty directory."""
+        rate = self.preset.net_bandwidth_bytes_per_second
+        with launch(
+            "large",
+            count=0,
+            log=self.log,
+            large_factor=self.preset.net_large_factor,
+            latency_ms=NET_LARGE_LATENCY_MS,
+            bandwidth_bytes_per_second=rate,
+        ) as up:
+            megabytes = up.ready.bytes / MB
+            note = (
+                f"{up.ready.files} files, {megabytes:.1f} MB, cap {rate / MB:g} MB/s, "
+                f"{NET_LARGE_LATENCY_MS:g} ms per answer"
+            )
+            ours_dir = _emptied(self.workdir / f"{NET_LARGE_CASE}-mirror")
+            ours = self.mirror_sync(ours_dir, up.ready.upstream, defaults=True)
+            self.record(
+                NET_LARGE_CASE,
+                MIRROR,
+                ours,
+                work=megabytes,
+                unit="MB/s",
+                note=f"{note}; shipped defaults",
+            )
+            theirs_dir = _emptied(self.workdir / f"{NET_LARGE_CASE}-bander")
+            theirs = self.bandersnatch_sync(
+                theirs_dir, up.ready.upstream, workers=bandersnatch.DEFAULT_WORKERS
+            )
+            self.record(
+                NET_LARGE_CASE,
+                BANDERSNATCH,
+                theirs,
+                work=megabytes,
+                unit="MB/s",
+                note=f"workers = {bandersnatch.DEFAULT_WORKERS}",
+            )
+
     def verify(self) -> None:
         """Verify the large-files mirrors: GB/s of ``mirror verify``, the read ceiling
         and ``bandersnatch verify``, each from a cold page cache when the kernel lets us
@@ -820,8 +964,16 @@ def _target(name: str, goal: str, value: float | None, ok: bool | None, shown: s
     )
 
 
-def evaluate(results: Results) -> list[Target]:
-    """The issue's targets, each with its measured ratio and pass/fail."""
+def evaluate(results: Results, preset: Preset | None = None) -> list[Target]:
+    """The issues' targets, each with its measured ratio and pass/fail (``preset``
+    gives the network cases' bandwidth cap; without it that target is n/a)."""
+    targets = _loopback_targets(results)
+    targets += _network_targets(results, preset)
+    return targets
+
+
+def _loopback_targets(results: Results) -> list[Target]:
+    """Issue 7's targets over loopback, and issue 16's loopback CPU and rate."""
     targets: list[Target] = []
     ours = results.find("large-files", MIRROR)
     theirs = results.find("large-files", BANDERSNATCH)
@@ -844,6 +996,27 @@ def evaluate(results: Results) -> list[Target]:
         )
     )
     bigger = results.find("small-projects-x10", MIRROR)
+    bigger_theirs = results.find("small-projects-x10", BANDERSNATCH)
+    value = _ratio(bigger.rate, bigger_theirs.rate) if bigger and bigger_theirs else None
+    targets.append(
+        _target(
+            "small projects (larger size) vs bandersnatch",
+            ">= 2.5x projects/s",
+            value,
+            _ge(value, 2.5),
+            _x(value),
+        )
+    )
+    value = bigger.cpu_seconds * 1000 / bigger.work if bigger and bigger.work else None
+    targets.append(
+        _target(
+            "CPU per small project (larger size)",
+            "<= 3.4 ms",
+            value,
+            _le(value, 3.4),
+            f"{value:.2f} ms" if value is not None else "",
+        )
+    )
     value = _ratio(bigger.rate, ours.rate) if ours and bigger else None
     shown = f"{value:.0%} of the smaller size's rate" if value is not None else ""
     targets.append(
@@ -876,6 +1049,52 @@ def evaluate(results: Results) -> list[Target]:
     targets.append(
         _target(
             "peak RSS of any scale sync",
+            "< 300 MiB",
+            peak,
+            None if peak is None else peak * MIB < RSS_LIMIT_BYTES,
+            f"{peak:.0f} MiB" if peak is not None else "",
+        )
+    )
+    return targets
+
+
+def _network_targets(results: Results, preset: Preset | None) -> list[Target]:
+    """Issue 16's targets over the simulated network: mirror at its shipped defaults."""
+    targets: list[Target] = []
+    for case, latency_ms in NET_SMALL_CASES.items():
+        ours = results.find(case, MIRROR)
+        theirs = results.find(case, BANDERSNATCH)
+        value = _ratio(ours.rate, theirs.rate) if ours and theirs else None
+        ok = _ge(value, 5.0)
+        shown = _x(value)
+        if ours is not None and ours.correct is False:
+            ok, shown = False, f"{shown}, mirror NOT correct"
+        targets.append(
+            _target(
+                f"small projects at {latency_ms:g} ms vs bandersnatch",
+                ">= 5x projects/s, shipped defaults",
+                value,
+                ok,
+                shown,
+            )
+        )
+    ours = results.find(NET_LARGE_CASE, MIRROR)
+    cap = None if preset is None else preset.net_bandwidth_bytes_per_second / MB
+    value = _ratio(ours.rate, cap) if ours and cap else None
+    targets.append(
+        _target(
+            f"large files under a {cap:g} MB/s cap" if cap else "large files under a cap",
+            ">= 95% of the cap",
+            value,
+            _ge(value, 0.95),
+            f"{value:.0%} ({ours.rate:.1f} MB/s)" if value is not None and ours else "",
+        )
+    )
+    network = [r for r in results.runs if r.tool == MIRROR and r.case in NETWORK_CASES]
+    peak = max((r.peak_rss_mib for r in network), default=None)
+    targets.append(
+        _target(
+            "peak RSS of any network sync",
             "< 300 MiB",
             peak,
             None if peak is None else peak * MIB < RSS_LIMIT_BYTES,
@@ -1065,7 +1284,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout) -> int:
         "scale": bench.scale,
         "verify": bench.verify,
         "s3": bench.s3,
+        NET_LARGE_CASE: bench.network_large,
     }
+    for case in NET_SMALL_CASES:
+        steps[case] = functools.partial(bench.network_small, case)
     selected = [case for case in CASES if case in (args.only or CASES)]
     completed = False
     try:
@@ -1081,7 +1303,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO = sys.stdout) -> int:
             out.write(f"something failed: logs and mirrors kept in {workdir}\n")
         elif args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    targets = evaluate(results)
+    targets = evaluate(results, preset)
     render(results, targets, out)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(to_json(results, targets), encoding="utf-8")
