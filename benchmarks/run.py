@@ -223,6 +223,17 @@ class Launcher:
         """GET a control endpoint; the decoded JSON answer."""
         return self._call(path, "GET")
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the fake upstream's process has used so far (from
+        ``/proc/<pid>/stat``; 0.0 where there is none): the share of the two cores the
+        tools did not get."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text(encoding="ascii")
+        except OSError:
+            return 0.0
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name: state, ppid, ...
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def post(self, path: str) -> object:
         """POST to a control endpoint; the decoded JSON answer."""
         return self._call(path, "POST")
@@ -707,7 +718,9 @@ class Bench:
             assert isinstance(expected, dict)
             projects: dict[str, dict[str, bool]] = expected["projects"]
             ours_dir = self.workdir / f"{case}-mirror"
+            cpu_before = up.cpu_seconds()
             ours = self.mirror_sync(ours_dir, up.ready.upstream, defaults=True)
+            upstream_cpu = _upstream_cpu(up, cpu_before)
             ours_check = check_tree(ours_dir / "web", projects)
             self.record(
                 case,
@@ -716,9 +729,10 @@ class Bench:
                 work=count,
                 unit="projects/s",
                 correct=ours_check.correct,
-                note=f"{note}; shipped defaults; {ours_check.describe()}",
+                note=f"{note}; shipped defaults; {ours_check.describe()}; {upstream_cpu}",
             )
             theirs_dir = self.workdir / f"{case}-bander"
+            cpu_before = up.cpu_seconds()
             theirs = self.bandersnatch_sync(
                 theirs_dir,
                 up.ready.upstream,
@@ -734,7 +748,7 @@ class Bench:
                 theirs,
                 work=done,
                 unit="projects/s",
-                note=f"workers = {bandersnatch.DEFAULT_WORKERS}",
+                note=f"workers = {bandersnatch.DEFAULT_WORKERS}; {_upstream_cpu(up, cpu_before)}",
             )
 
     def network_large(self) -> None:
@@ -756,6 +770,7 @@ class Bench:
                 f"{NET_LARGE_LATENCY_MS:g} ms per answer"
             )
             ours_dir = _emptied(self.workdir / f"{NET_LARGE_CASE}-mirror")
+            cpu_before = up.cpu_seconds()
             ours = self.mirror_sync(ours_dir, up.ready.upstream, defaults=True)
             self.record(
                 NET_LARGE_CASE,
@@ -763,9 +778,10 @@ class Bench:
                 ours,
                 work=megabytes,
                 unit="MB/s",
-                note=f"{note}; shipped defaults",
+                note=f"{note}; shipped defaults; {_upstream_cpu(up, cpu_before)}",
             )
             theirs_dir = _emptied(self.workdir / f"{NET_LARGE_CASE}-bander")
+            cpu_before = up.cpu_seconds()
             theirs = self.bandersnatch_sync(
                 theirs_dir, up.ready.upstream, workers=bandersnatch.DEFAULT_WORKERS
             )
@@ -775,7 +791,7 @@ class Bench:
                 theirs,
                 work=megabytes,
                 unit="MB/s",
-                note=f"workers = {bandersnatch.DEFAULT_WORKERS}",
+                note=f"workers = {bandersnatch.DEFAULT_WORKERS}; {_upstream_cpu(up, cpu_before)}",
             )
 
     def verify(self) -> None:
@@ -894,6 +910,11 @@ def representative(runs: Sequence[Sample]) -> Sample:
         return failed[0]
     ordered = sorted(runs, key=lambda r: r.measurement.wall_seconds)
     return ordered[len(ordered) // 2]
+
+
+def _upstream_cpu(up: Launcher, before: float) -> str:
+    """The fake upstream's CPU time since ``before``, for a run's note."""
+    return f"upstream CPU {up.cpu_seconds() - before:.1f} s"
 
 
 def _emptied(directory: Path) -> Path:

@@ -26,15 +26,20 @@ MEASURED_CASES = {
     "verify",
     "s3-large-files",
     "s3-small-projects",
+    "small-25ms",
+    "small-100ms",
+    "large-capped",
 }
+NETWORK_CASES = {"small-25ms", "small-100ms", "large-capped"}
 
 
 @pytest.mark.slow
 def test_tiny_benchmark_measures_every_case_including_verify(tmp_path: Path) -> None:
     """Every case gets a measured mirror run with numbers, the large and verify cases
     a ceiling run, the incremental case a correct tree, verify a GB/s figure over the clean
-    large-files mirror, and every target a pass/fail/n-a status (n/a for the
-    bandersnatch ratios)."""
+    large-files mirror, the network cases a run at the mirror's shipped defaults (a
+    correct tree for the small projects), and every target a pass/fail/n-a status (n/a
+    for the bandersnatch ratios)."""
     output = tmp_path / "latest.json"
     result = subprocess.run(
         [
@@ -55,7 +60,7 @@ def test_tiny_benchmark_measures_every_case_including_verify(tmp_path: Path) -> 
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=420,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -94,9 +99,22 @@ def test_tiny_benchmark_measures_every_case_including_verify(tmp_path: Path) -> 
     assert "NOT clean" not in verify["note"]
     assert "WARM cache" in verify["note"]
     assert document["not_applicable"] == {}
+    network = {r["case"]: r for r in runs if r["case"] in NETWORK_CASES}
+    assert all("shipped defaults" in r["note"] for r in network.values()), network
+    assert "25 ms per answer" in network["small-25ms"]["note"]
+    assert "100 ms per answer" in network["small-100ms"]["note"]
+    assert network["small-25ms"]["correct"] is True, network["small-25ms"]["note"]
+    assert network["small-100ms"]["correct"] is True, network["small-100ms"]["note"]
+    assert "cap 10 MB/s" in network["large-capped"]["note"]
+    assert network["large-capped"]["rate_unit"] == "MB/s"
     targets = {t["name"]: t for t in document["targets"]}
     assert all(t["status"] in {"pass", "fail", "n/a", "info"} for t in targets.values())
     assert targets["verify vs bandersnatch"]["status"] == "n/a"
     assert targets["large files vs bandersnatch"]["status"] == "n/a"
     assert targets["large files vs machine ceiling"]["status"] in {"pass", "fail"}
     assert targets["peak RSS of any scale sync"]["status"] in {"pass", "fail"}
+    assert targets["small projects at 25 ms vs bandersnatch"]["status"] == "n/a"
+    assert targets["small projects at 100 ms vs bandersnatch"]["status"] == "n/a"
+    assert targets["large files under a 10 MB/s cap"]["status"] in {"pass", "fail"}
+    assert targets["peak RSS of any network sync"]["status"] in {"pass", "fail"}
+    assert targets["CPU per small project (larger size)"]["status"] in {"pass", "fail"}

@@ -145,3 +145,4 @@ def test_the_launcher_serves_at_the_asked_distance(tmp_path: Path) -> None:
         with urllib.request.urlopen(f"{up.ready.upstream}/simple/", timeout=60) as page:
             assert page.status == 200
         assert time.monotonic() - started >= 0.045
+        assert up.cpu_seconds() > 0, "building the corpus took the fake some CPU"
