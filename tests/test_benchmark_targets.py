@@ -92,15 +92,35 @@ def test_peak_rss_of_the_network_syncs_counts_mirror_only() -> None:
     assert (target.measured, target.status) == ("310 MiB", "fail")
 
 
-def test_cpu_per_project_and_the_rate_are_judged_at_the_larger_loopback_size() -> None:
+@pytest.mark.parametrize(
+    ("at_10000", "other"),
+    [("small-projects-x10", "small-projects"), ("small-projects", "small-projects-x10")],
+    ids=["small", "full"],
+)
+def test_cpu_per_project_and_the_rate_are_judged_at_10000_loopback_projects(
+    at_10000: str, other: str
+) -> None:
+    """At ``small`` the larger size has 10,000 projects, at ``full`` the smaller one."""
     targets = targets_of(
-        run("small-projects-x10", "mirror", 300.0, cpu_seconds=30.0, work=10_000),
-        run("small-projects-x10", "bandersnatch", 120.0),
+        run(other, "mirror", 100.0, cpu_seconds=1.0, work=1_000),
+        run(other, "bandersnatch", 100.0),
+        run(at_10000, "mirror", 300.0, cpu_seconds=30.0, work=10_000),
+        run(at_10000, "bandersnatch", 120.0),
     )
-    cpu = targets["CPU per small project (larger size)"]
-    assert (cpu.measured, cpu.status) == ("3.00 ms", "pass")
-    rate = targets["small projects (larger size) vs bandersnatch"]
-    assert (rate.measured, rate.status) == ("2.50x", "pass")
+    cpu = targets["CPU per small project on loopback"]
+    assert (cpu.measured, cpu.status) == ("3.00 ms at 10000 projects", "pass")
+    rate = targets["small projects on loopback vs bandersnatch"]
+    assert (rate.measured, rate.status) == ("2.50x at 10000 projects", "pass")
+
+
+def test_without_10000_projects_the_larger_size_is_judged() -> None:
+    targets = targets_of(
+        run("small-projects", "mirror", 100.0, work=10),
+        run("small-projects-x10", "mirror", 50.0, cpu_seconds=0.5, work=50),
+    )
+    cpu = targets["CPU per small project on loopback"]
+    assert (cpu.measured, cpu.status) == ("10.00 ms at 50 projects", "fail")
+    assert targets["small projects on loopback vs bandersnatch"].status == "n/a"
 
 
 def test_the_network_cases_run_mirror_at_its_defaults_and_bandersnatch_at_ten(
