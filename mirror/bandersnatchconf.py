@@ -24,6 +24,7 @@ from typing import Final
 from packaging.requirements import InvalidRequirement, Requirement
 
 from mirror.errors import ConfigError
+from mirror.filters import BANDERSNATCH_NAMES
 
 MIRROR: Final = "mirror"
 PLUGINS: Final = "plugins"
@@ -269,18 +270,7 @@ code reads) and what becomes of it."""
 # --- filters ----------------------------------------------------------------------
 
 FILTER_PLUGINS: Final[Mapping[str, str | None]] = {
-    "allowlist_project": "allowlist",
-    "allowlist_release": "allowlist",
-    "project_requirements": "allowlist",
-    "project_requirements_pinned": "allowlist",
-    "blocklist_project": "blocklist",
-    "blocklist_release": "blocklist",
-    "exclude_platform": "blocklist",
-    "prerelease_release": "prerelease",
-    "regex_project": "regex",
-    "regex_release": "regex",
-    "latest_release": "latest_release",
-    "size_project_metadata": "size",
+    **BANDERSNATCH_NAMES,
     "regex_project_metadata": None,
     "regex_release_file_metadata": None,
     "version_range_release_file_metadata": None,

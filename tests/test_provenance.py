@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urljoin
@@ -165,6 +166,23 @@ def copy_of(web: Path, filename: str) -> bytes:
     copy = provenance_on_disk(web, "demo", filename)
     assert copy is not None
     return copy.read_bytes()
+
+
+async def synced_then_copy_lost(upstream: FakeUpstream, runner: MirrorRunner) -> tuple[Path, bytes]:
+    """Demo 1.0's wheel synced with its provenance, then the copy deleted and forgotten
+    by the state's raw rows: the next sync of the project fetches the copy alone.
+    Returns the copy's path and the bytes it held."""
+    upstream.add_release("Demo", "1.0", provenance=True, sdist=False)
+    await runner.sync()
+    copy = provenance_on_disk(runner.web, "demo", WHEEL)
+    assert copy is not None
+    body = copy.read_bytes()
+    copy.unlink()
+    raw = sqlite3.connect(runner.directory / "mirror.db")
+    raw.execute("UPDATE files SET provenance_sha256 = NULL, provenance_size = NULL")
+    raw.commit()
+    raw.close()
+    return copy, body
 
 
 @pytest.mark.parametrize(
@@ -326,18 +344,7 @@ async def test_a_file_that_fails_leaves_no_copy_behind(
 async def test_a_recorded_file_without_its_copy_gets_only_the_copy(
     upstream: FakeUpstream, runner: MirrorRunner
 ) -> None:
-    upstream.add_release("Demo", "1.0", provenance=True, sdist=False)
-    await runner.sync()
-    copy = provenance_on_disk(runner.web, "demo", WHEEL)
-    assert copy is not None
-    body = copy.read_bytes()
-    copy.unlink()
-    import sqlite3  # noqa: PLC0415  # only this test writes the raw database
-
-    raw = sqlite3.connect(runner.directory / "mirror.db")
-    raw.execute("UPDATE files SET provenance_sha256 = NULL, provenance_size = NULL")
-    raw.commit()
-    raw.close()
+    _, body = await synced_then_copy_lost(upstream, runner)
     upstream.add_release("Demo", "1.1", sdist=False)
     report = await runner.sync()
     assert report.ok
@@ -353,17 +360,7 @@ async def test_storing_a_copy_leaves_the_temps_beside_it_alone(
     # A copy shares its file's directory and is stored while the file's own temp may
     # still be written there: storing it must not sweep that temp away (write_files'
     # stale-temp sweep in a writer process did, and the file then failed, ENOENT).
-    upstream.add_release("Demo", "1.0", provenance=True, sdist=False)
-    await runner.sync()
-    copy = provenance_on_disk(runner.web, "demo", WHEEL)
-    assert copy is not None
-    copy.unlink()
-    import sqlite3  # noqa: PLC0415  # only these tests write the raw database
-
-    raw = sqlite3.connect(runner.directory / "mirror.db")
-    raw.execute("UPDATE files SET provenance_sha256 = NULL, provenance_size = NULL")
-    raw.commit()
-    raw.close()
+    copy, _ = await synced_then_copy_lost(upstream, runner)
     in_flight = copy.parent / f".{WHEEL}.inflight.part"
     in_flight.write_bytes(b"half a wheel")
     upstream.add_release("Demo", "1.1", sdist=False)
