@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final, Literal, TypeAlias, get_args
+from typing import Final, Literal, TypeAlias, TypeVar, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 from humanfriendly import InvalidTimespan, format_timespan, parse_timespan
@@ -494,26 +494,25 @@ def _formats(section: _Section) -> frozenset[Format]:
     return frozenset(chosen)
 
 
+_Choice = TypeVar("_Choice", bound=str)
+
+
 def _metadata_source(section: _Section) -> MetadataSource:
     """``metadata-source``: ``simple`` or ``json``, any case."""
-    key = "metadata-source"
-    raw = section.get(key)
-    if raw is None:
-        return _DEFAULT_METADATA_SOURCE
-    by_name = {str(known): known for known in METADATA_SOURCES}
-    value = by_name.get(raw.lower())
-    if value is None:
-        raise section.invalid(key, "one of " + ", ".join(sorted(by_name)), raw)
-    return value
+    return _choice(section, "metadata-source", METADATA_SOURCES, _DEFAULT_METADATA_SOURCE)
 
 
 def _upstream_api(section: _Section) -> UpstreamApi:
     """``upstream-api``: ``auto``, ``xmlrpc`` or ``simple``, any case."""
-    key = "upstream-api"
+    return _choice(section, "upstream-api", UPSTREAM_APIS, _DEFAULT_UPSTREAM_API)
+
+
+def _choice(section: _Section, key: str, choices: frozenset[_Choice], default: _Choice) -> _Choice:
+    """``key``'s value, one of ``choices`` in any case; ``default`` when it is unset."""
     raw = section.get(key)
     if raw is None:
-        return _DEFAULT_UPSTREAM_API
-    by_name = {str(known): known for known in UPSTREAM_APIS}
+        return default
+    by_name = {str(known): known for known in choices}
     value = by_name.get(raw.lower())
     if value is None:
         raise section.invalid(key, "one of " + ", ".join(sorted(by_name)), raw)

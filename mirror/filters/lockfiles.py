@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote, urlsplit
@@ -94,14 +94,25 @@ def _pylock_files(data: Mapping[str, object]) -> Iterable[LockedFile]:
         name = canonicalize_name(_string(package, "name", where))
         if any(key in package for key in ("vcs", "directory", "archive")):
             continue  # not an index's file
-        release = _string(package, "version", where)
-        sdist = package.get("sdist")
-        if sdist is not None:
-            if not isinstance(sdist, Mapping):
-                raise ConfigError(f"{where}.sdist: expected a table")
-            yield _pylock_file(sdist, f"{where}.sdist", name, release)
-        for number, wheel in enumerate(_tables(package, "wheels", where, required=False)):
-            yield _pylock_file(wheel, f"{where}.wheels[{number}]", name, release)
+        yield from _package_files(package, where, name, _pylock_file)
+
+
+def _package_files(
+    package: Mapping[str, object],
+    where: str,
+    name: NormalizedName,
+    file_of: Callable[[Mapping[str, object], str, NormalizedName, str], LockedFile],
+) -> Iterator[LockedFile]:
+    """A locked package's sdist (if any) and wheels, each read by ``file_of`` (the
+    format's file table: pylock's or uv's)."""
+    release = _string(package, "version", where)
+    sdist = package.get("sdist")
+    if sdist is not None:
+        if not isinstance(sdist, Mapping):
+            raise ConfigError(f"{where}.sdist: expected a table")
+        yield file_of(sdist, f"{where}.sdist", name, release)
+    for number, wheel in enumerate(_tables(package, "wheels", where, required=False)):
+        yield file_of(wheel, f"{where}.wheels[{number}]", name, release)
 
 
 def _pylock_file(
@@ -131,14 +142,7 @@ def _uv_files(data: Mapping[str, object]) -> Iterable[LockedFile]:
             raise ConfigError(f"{where}.source: expected a table")
         if _UV_SKIPPED_SOURCES & set(source):
             continue  # the project itself, a checkout or a local path
-        release = _string(package, "version", where)
-        sdist = package.get("sdist")
-        if sdist is not None:
-            if not isinstance(sdist, Mapping):
-                raise ConfigError(f"{where}.sdist: expected a table")
-            yield _uv_file(sdist, f"{where}.sdist", name, release)
-        for number, wheel in enumerate(_tables(package, "wheels", where, required=False)):
-            yield _uv_file(wheel, f"{where}.wheels[{number}]", name, release)
+        yield from _package_files(package, where, name, _uv_file)
 
 
 def _uv_file(
