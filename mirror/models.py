@@ -166,6 +166,17 @@ class ProjectDetail:
     status: ProjectStatus = ProjectStatus()
     display_name: str | None = None
     """The display name, when upstream gave one (the JSON API does; PEP 691 does not)."""
+    index_serial: Serial | None = None
+    """The ``X-PyPI-Last-Serial`` the page came with, when it differs from ``serial``: a
+    mirror upstream of us sends its own serial there (the one its changelog, listing
+    and root give the project) while the page keeps its origin's."""
+
+    @property
+    def published_serial(self) -> Serial:
+        """The serial upstream published this detail at, in upstream's own numbering:
+        what the mirror commits the project at, so that the todo item upstream's
+        changelog queued is settled and a re-check against upstream's listing agrees."""
+        return Serial(max(self.serial, self.index_serial or 0))
 
     @classmethod
     def from_simple_json(

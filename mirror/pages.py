@@ -43,6 +43,11 @@ class PageWriter:
         """Rewrite the root index pages that are out of date (or missing) from the
         state store, a page of rows at a time.
 
+        The JSON page's ``meta._last-serial`` is the newest of ``serial`` and the
+        journal's last serial, so it is never below a project's ``_last-serial`` (each
+        project's newest journal serial, see
+        :meth:`~mirror.state.inventory.Inventory.listing_pages`).
+
         The JSON page carries every project's serial, so it is rewritten whenever a
         project changed (``changed``). The HTML pages only name the projects, so they
         are rewritten only when the state says the names changed (see
@@ -55,6 +60,8 @@ class PageWriter:
         )
         if not html_stale and not json_stale:
             return
+        journal = await asyncio.to_thread(self._state.journal_last_serial)
+        serial = Serial(max(serial or 0, journal))
         relatives = ["simple/index.html", "simple/index.v1_html"] if html_stale else []
         if json_stale:
             relatives.append("simple/index.v1_json")

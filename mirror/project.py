@@ -131,7 +131,7 @@ class ProjectSync:
             lambda: self._state.commit_project(
                 name=item.name,
                 display_name=display_name,
-                serial=detail.serial,
+                serial=detail.published_serial,
                 status=detail.status.status,
                 delete=plan.delete,
                 kept=[history_entry(dist) for dist in (*plan.publish.files, *plan.held)],
@@ -144,7 +144,7 @@ class ProjectSync:
         logger.info(
             "synced %s at serial %d: %d file(s) listed, %d held back, %d removed",
             item.name,
-            detail.serial,
+            detail.published_serial,
             len(plan.publish.files),
             len(plan.held),
             len(garbage),

@@ -426,6 +426,8 @@ class Upstream:
             if min_serial is not None and header_serial is None and detail.serial < min_serial:
                 stale = True
                 raise StaleResponseError(redact_url(target), expected=min_serial, got=detail.serial)
+            if header_serial is not None and header_serial > detail.serial:
+                return replace(detail, index_serial=header_serial)
             return detail
 
         return await self._retrying(f"project {name} ({source})", attempt)

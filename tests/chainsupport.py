@@ -99,7 +99,7 @@ async def sync_from(
 
 def tree(directory: Path) -> dict[str, bytes]:
     """Every file of the mirror's ``web/`` tree by relative path, with its bytes; the
-    root JSON without its top-level ``meta._last-serial`` (each mirror's own serial)
+    root JSON without its ``_last-serial`` values (each mirror's own serials)
     and ``last-modified`` (the time of each sync) left out."""
     web = directory / "web"
     files = {
@@ -111,6 +111,8 @@ def tree(directory: Path) -> dict[str, bytes]:
     if ROOT_JSON in files:
         root = json.loads(files[ROOT_JSON])
         del root["meta"]["_last-serial"]
+        for project in root["projects"]:
+            del project["_last-serial"]
         files[ROOT_JSON] = json.dumps(root, sort_keys=True).encode()
     return files
 

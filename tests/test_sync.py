@@ -12,7 +12,7 @@ from packaging.utils import canonicalize_name
 
 from mirror import sync as sync_module
 from mirror.errors import StorageError
-from mirror.state import UNFINISHED_META_KEY
+from mirror.state import STATE_NAME, UNFINISHED_META_KEY, StateStore
 from mirror.state import queue as queue_module
 from mirror.storage import FileSystemStorage, StoredBlob
 from mirror.sync import SyncOptions
@@ -57,7 +57,9 @@ async def test_first_sync_mirrors_everything_upstream_lists(
         page = web / "simple" / name
         assert (page / "index.html").read_bytes() == (page / "index.v1_html").read_bytes()
     root = json.loads((web / "simple" / "index.v1_json").read_bytes())
-    assert root["meta"]["_last-serial"] == upstream.serial
+    # The mirror's own serial: its journal's newest, never below upstream's.
+    with StateStore.open(runner.directory / STATE_NAME) as state:
+        assert root["meta"]["_last-serial"] == state.journal_last_serial() >= upstream.serial
     assert {p["name"]: p["_last-serial"] > 0 for p in root["projects"]} == {
         "Alpha": True,
         "beta.lib": True,
@@ -171,8 +173,14 @@ async def test_new_releases_of_known_projects_leave_the_html_root_alone(
     assert after["index.v1_html"] == before["index.v1_html"]
     assert after["index.v1_json"][1] != before["index.v1_json"][1]
     root = json.loads(after["index.v1_json"][1])
-    assert root["meta"]["_last-serial"] == upstream.serial
-    assert max(p["_last-serial"] for p in root["projects"]) == upstream.serial
+    # The mirror's own serials (its journal's), never below upstream's.
+    with StateStore.open(mirrored.directory / STATE_NAME) as state:
+        journal = state.journal_last_serial()
+        assert {p["_last-serial"] for p in root["projects"]} == set(
+            state.journal_listing().values()
+        )
+    assert root["meta"]["_last-serial"] == journal >= upstream.serial
+    assert max(p["_last-serial"] for p in root["projects"]) == journal
     await assert_matches_upstream(mirrored.directory, upstream)
 
 

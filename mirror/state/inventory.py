@@ -82,7 +82,9 @@ class Inventory(StoreCore):
             after = rows[-1][0]
 
     def listing_pages(self) -> Iterator[list[ListingRow]]:
-        """Every committed project's name, display name and serial, ordered by name,
+        """Every committed project's name, display name and serial (its newest journal
+        serial: the one this mirror's changelog, listing and page header give it, so
+        that a follower, bandersnatch included, sees one number), ordered by name,
         :data:`_LISTING_PAGE_ROWS` at a time: what the root index lists, read in
         three columns only and as the rows come (at 600,000 projects that takes a
         third of the time :meth:`iter_projects` does) and never all in memory. The
@@ -95,8 +97,9 @@ class Inventory(StoreCore):
                 rows = cast(
                     "list[ListingRow]",
                     connection.execute(
-                        "SELECT name, display_name, serial FROM projects"
-                        " WHERE name > ? ORDER BY name LIMIT ?",
+                        "SELECT p.name, p.display_name, coalesce((SELECT max(j.serial)"
+                        " FROM journal j WHERE j.name = p.name), p.serial) FROM projects p"
+                        " WHERE p.name > ? ORDER BY p.name LIMIT ?",
                         (after, _LISTING_PAGE_ROWS),
                     ).fetchall(),
                 )
