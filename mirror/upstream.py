@@ -426,9 +426,7 @@ class Upstream:
             if min_serial is not None and header_serial is None and detail.serial < min_serial:
                 stale = True
                 raise StaleResponseError(redact_url(target), expected=min_serial, got=detail.serial)
-            if header_serial is not None and header_serial > detail.serial:
-                return replace(detail, index_serial=header_serial)
-            return detail
+            return _with_index_serial(detail, header_serial)
 
         return await self._retrying(f"project {name} ({source})", attempt)
 
@@ -757,6 +755,14 @@ def _parse_root(body: bytes, url: str) -> SimpleRoot:
         return SimpleRoot.from_json(data)
     except MalformedResponseError as exc:
         raise MalformedResponseError(f"{redact_url(url)}: {exc}") from exc
+
+
+def _with_index_serial(detail: ProjectDetail, header_serial: Serial | None) -> ProjectDetail:
+    """``detail`` with the ``X-PyPI-Last-Serial`` it came with, when that is newer than
+    its body's serial (a mirror upstream of us: see ProjectDetail.index_serial)."""
+    if header_serial is not None and header_serial > detail.serial:
+        return replace(detail, index_serial=header_serial)
+    return detail
 
 
 def _parse_detail(
