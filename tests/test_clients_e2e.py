@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -29,13 +26,12 @@ import pytest
 from aiohttp import ClientSession
 
 from mirror.testing import FakeUpstream, make_wheel
-from tests.clients import free_port, pip_install, uv_install
+from tests.clients import free_port, pip_install, stop, uv_install, wait_for_port
 from tests.harness import MirrorRunner
+from tests.nginxserver import NGINX, REPO, running_nginx, server_block
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
-NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 PIP_ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
@@ -51,26 +47,6 @@ class Served:
     url: str
     web: Path
     access_log: Callable[[], str]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text(errors="replace")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.02)
-    raise AssertionError(f"nothing listens on {port}: {log.read_text(errors='replace')}")
-
-
-def stop(proc: subprocess.Popen[bytes], sig: signal.Signals) -> int:
-    proc.send_signal(sig)
-    try:
-        return proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:  # pragma: no cover - only when the server hangs
-            proc.kill()
 
 
 @contextmanager
@@ -94,59 +70,15 @@ def mirror_serve(web: Path, tmp: Path) -> Iterator[Served]:
         assert stop(proc, signal.SIGTERM) == 0, log.read_text(errors="replace")
 
 
-def render_nginx_conf(web: Path, port: int) -> str:
-    """The repository's server block with this test's root and address."""
-    text = (REPO / "nginx" / "mirror.conf").read_text()
-    text, listens = re.subn(r"(?m)^    listen 80;$", f"    listen 127.0.0.1:{port};", text)
-    text, roots = re.subn(r"(?m)^    root /srv/mirror/web;$", f"    root {web};", text)
-    assert (listens, roots) == (1, 1), "nginx/mirror.conf's placeholders changed"
-    return text
-
-
 @contextmanager
 def nginx(web: Path, tmp: Path) -> Iterator[Served]:
-    """nginx in the foreground with a minimal nginx.conf around the repo's server block."""
-    assert NGINX is not None
-    port = free_port()
-    prefix = tmp / "nginx"
-    prefix.mkdir()
-    (prefix / "mirror.conf").write_text(render_nginx_conf(web, port))
-    access_log = prefix / "access.log"
-    error_log = prefix / "error.log"
-    # As root, workers would drop to `nobody`, who cannot read pytest's 0700 temp dirs;
-    # as anyone else nginx ignores `user` with a warning.
-    (prefix / "nginx.conf").write_text(
-        f"""
-daemon off;
-user root;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {error_log} warn;
-events {{ worker_connections 64; }}
-http {{
-    log_format mirror '$remote_addr "$request" $status $body_bytes_sent '
-                      '"$sent_http_content_type" "$http_user_agent"';
-    access_log {access_log} mirror;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    include {prefix}/mirror.conf;
-}}
-"""
+    """nginx with the repository's ``nginx/mirror.conf`` over ``web``."""
+    block = server_block(
+        "mirror.conf",
+        {"listen 80;": "listen 127.0.0.1:{port};", "root /srv/mirror/web;": f"root {web};"},
     )
-    proc = subprocess.Popen(
-        [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(error_log)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, proc, error_log)
-        yield Served(f"http://127.0.0.1:{port}", web, access_log.read_text)
-    finally:
-        stop(proc, signal.SIGQUIT)
-    assert "[emerg]" not in error_log.read_text()
+    with running_nginx(block, tmp / "nginx") as running:
+        yield Served(running.url, web, running.access_log)
 
 
 SERVERS = [

@@ -17,9 +17,9 @@ from aiohttp import ClientSession
 from mirror.cli import EXIT_OK, main
 from mirror.storage.s3 import S3Storage
 from mirror.testing import FakeUpstream
-from tests.clients import free_port
+from tests.clients import free_port, stop, wait_for_port
+from tests.nginxserver import REPO
 from tests.s3support import write_s3_config
-from tests.test_clients_e2e import REPO, stop, wait_for_port
 
 
 async def packages(storage: S3Storage) -> tuple[int, int]:
