@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -64,7 +64,7 @@ async def bucket_nginx(
     moto_endpoint: str,
     runner: MirrorRunner,
     tmp_path: Path,
-) -> Iterator[RunningNginx]:
+) -> AsyncIterator[RunningNginx]:
     publish(upstream)
     assert (await on_s3(runner, s3_storage).sync()).ok
     # What the README asks of an operator: the prefix readable without credentials.
